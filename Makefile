@@ -1,0 +1,42 @@
+# Every target wraps a command; no logic lives here. `make help` lists them.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch (lies on disk on the dev machines). GPU users: see README "Install".
+TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-slow lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install tasklight with its dependencies
+
+train: $(VENV)/.installed ## Train (default: the quickstart); Hydra overrides in ARGS="..."
+	$(PY) -m framework.train $(ARGS)
+
+test: $(VENV)/.installed ## Run the default test suite (CPU, a few minutes)
+	$(PY) -m pytest $(ARGS)
+
+test-slow: $(VENV)/.installed ## Run the slow tests too (real data sets in ../shared/data)
+	$(PY) -m pytest -m "slow" $(ARGS)
+
+lint: $(VENV)/.installed ## Check style with ruff
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed ## Format the code with ruff
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean: ## Remove .venv, run logs and caches
+	rm -rf $(VENV) logs .pytest_cache .ruff_cache

@@ -1,0 +1,98 @@
+"""Command-line checks run before Hydra, so that a wrong override fails with one line.
+
+Hydra reports an unknown config-group option or key in several lines and without suggestions;
+here each override is checked against the real config tree and the error names the valid choices
+and the closest match. Anything this check does not understand is left for Hydra to report.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from framework.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# Hydra flags that take a value (the value is not an override).
+_FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
+                     "--cfg", "-c", "--package", "-p", "--experimental-rerun"}  # fmt: skip
+
+
+def _hint(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def group_options(group: str) -> list[str] | None:
+    """Options of a config group (``conf/<group>/*.yaml``), or None if ``group`` is not one."""
+    d = CONF_DIR / group
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else None
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a.startswith("-"):
+            skip = a in _FLAGS_WITH_VALUE
+        else:
+            out.append(a)
+    return out
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Raise ``UserError`` for an unknown group option or config key among ``argv``'s overrides."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(_overrides(argv))
+    except Exception:
+        return  # a syntax error: Hydra's own message is the clearest
+    group_choices: list[str] = []
+    keys: list[tuple[str, bool]] = []  # (key, is deletion)
+    for o in parsed:
+        key = o.key_or_group
+        if o.package or key.startswith("hydra") or (o.is_add() or o.is_force_add()):
+            continue
+        options = group_options(key)
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        if options is not None:
+            for v in values:
+                if v is not None and str(v) not in options:
+                    raise UserError(
+                        f"unknown {key} {v!r}; choose one of: {', '.join(options)}."
+                        + _hint(str(v), options)
+                    )
+            if values and values[0] is not None:
+                group_choices.append(f"{key}={values[0]}")
+        else:
+            keys.append((key, o.is_delete()))
+    if not keys:
+        return
+    cfg = _compose(group_choices)
+    for key, _ in keys:
+        if OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False) is _MISSING:
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+            if isinstance(node, DictConfig):
+                siblings = [str(k) for k in node.keys()]
+                where = f"'{parent}'" if parent else "the top level"
+                raise UserError(
+                    f"unknown config key {key!r}; {where} has: {', '.join(siblings)}."
+                    + _hint(leaf, siblings)
+                    + " (prefix with + to add a new key)"
+                )
+            raise UserError(f"unknown config key {key!r}: {parent!r} is not a section")
+
+
+_MISSING = object()
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)

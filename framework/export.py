@@ -1,0 +1,47 @@
+"""Export a trained encoder + head to a Hugging Face model directory.
+
+The directory holds ``config.json`` (with the label names), ``model.safetensors`` and the
+tokenizer; ``transformers`` loads it with the task's ``AutoModelFor...`` class. It is written to a
+temporary sibling first and renamed, so a crash never leaves a half-written export.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+from transformers import AutoConfig
+
+from framework.encoder import config_to_hf, tasklight_to_hf
+from framework.module import TaskModule
+
+
+def export_hf(module: TaskModule, tokenizer: Any, out_dir: str | Path) -> Path:
+    """Write ``module`` as a Hugging Face model directory at ``out_dir`` (replacing it)."""
+    out_dir = Path(out_dir)
+    enc = module.encoder
+    hf_encoder_state = tasklight_to_hf(enc.state_dict(), enc.cfg.num_layers)
+    config, state = module.task.hf_export(config_to_hf(enc.cfg), hf_encoder_state, module.head)
+    config = dict(config)
+    hf_config = AutoConfig.for_model(config.pop("model_type"), **config)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        hf_config.save_pretrained(tmp)
+        # clone: safetensors refuses tensors that share memory (tied or chunked weights)
+        save_file(
+            {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()},
+            str(tmp / "model.safetensors"),
+            metadata={"format": "pt"},
+        )
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

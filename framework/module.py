@@ -1,0 +1,84 @@
+"""The one generic LightningModule: encoder + a task's head, optimised with AdamW.
+
+Tasks never subclass this. Optimisation (AdamW, linear warm-up then linear decay, no weight decay
+on biases and LayerNorm), logging and metric syncing live here once; precision and parallelism are
+Trainer config.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+from framework.encoder import Encoder
+from framework.task import Task
+
+
+class TaskModule(L.LightningModule):
+    def __init__(
+        self,
+        encoder: Encoder,
+        task: Task,
+        head: nn.Module,
+        lr: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        self.encoder, self.task, self.head = encoder, task, head
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.betas, self.eps = tuple(betas), eps
+        self.val_metrics = task.metrics().clone(prefix="val/")
+        self.test_metrics = task.metrics().clone(prefix="test/")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A collated batch -> the task's outputs (``loss``, ``logits``, ``preds``, ``target``)."""
+        hidden = self.encoder(
+            batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        )  # (B, T, H)
+        return self.task.step(self.head, hidden, batch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self(batch)
+        bs = batch["input_ids"].size(0)
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
+        return out["loss"]
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        out = self(batch)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(out["preds"], out["target"])
+        bs = batch["input_ids"].size(0)
+        self.log(f"{stage}/loss", out["loss"], sync_dist=True, batch_size=bs)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list:
+        return self.task.decode(self(batch)["preds"])
+
+    def configure_optimizers(self) -> dict:
+        # Biases and LayerNorm weights (the 1-d parameters) get no weight decay, as in BERT.
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, eps=self.eps)
+        total = self.trainer.estimated_stepping_batches
+        if math.isfinite(total):
+            warmup = int(self.warmup_ratio * total)
+            sched = get_linear_schedule_with_warmup(opt, warmup, int(total))
+        else:  # time-limited run with no step or epoch limit: warm up, then hold
+            sched = get_constant_schedule_with_warmup(opt, 100)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

