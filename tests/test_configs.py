@@ -1,0 +1,109 @@
+"""Every shipped config composes, and its objects instantiate (the lightning-hydra-template way)."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from framework.cli import check_overrides, group_options
+from framework.data import DataModule
+from framework.errors import UserError
+from framework.pretrained import build_encoder
+from framework.registry import get_task
+from tests.conftest import compose
+
+TASK_KEYS = ("name", "monitor", "mode")
+
+
+def _instantiate(cfg, tmp_path, tokenizer):
+    """Build everything ``framework.train.run`` builds, without training."""
+    task_args = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
+        if k not in TASK_KEYS
+    }
+    task = get_task(cfg.task.name)(**task_args)
+    dm = DataModule(task, tokenizer, **OmegaConf.to_container(cfg.data, resolve=True))
+    callbacks = [hydra.utils.instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values() if c is not None]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    return task, dm, trainer
+
+
+def _cpu(cfg_overrides: list[str]) -> list[str]:
+    # GPU trainer configs are composed as shipped, and instantiated on the CPU when no GPU exists.
+    if not torch.cuda.is_available():
+        return [*cfg_overrides, "trainer.accelerator=cpu", "trainer.precision=32-true"]
+    return cfg_overrides
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_experiments_compose_and_instantiate(experiment, tmp_path, tokenizer):
+    cfg = compose(f"experiment={experiment}", f"paths.output_dir={tmp_path}")
+    _task, _dm, trainer = _instantiate(cfg, tmp_path, tokenizer)
+    assert cfg.task.monitor.startswith("val/")
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("trainer", group_options("trainer"))
+def test_trainers_instantiate(trainer, tmp_path, tokenizer):
+    cfg = compose(*_cpu([f"trainer={trainer}", f"paths.output_dir={tmp_path}"]))
+    _, _, t = _instantiate(cfg, tmp_path, tokenizer)
+    if trainer == "ddp_sim":
+        assert t.num_devices == 2 and t.strategy.process_group_backend == "gloo"
+
+
+@pytest.mark.parametrize("logger", group_options("logger"))
+def test_loggers_instantiate(logger, tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose(f"logger={logger}", f"paths.output_dir={tmp_path}")
+    _, _, t = _instantiate(cfg, tmp_path, tokenizer)
+    assert len(t.loggers) == len(cfg.logger) >= 1
+
+
+@pytest.mark.parametrize("group", ["callbacks", "debug", "data", "task", "optim", "paths", "hydra"])
+def test_other_groups_compose(group, tmp_path, tokenizer):
+    for option in group_options(group):
+        overrides = [f"{group}={option}", f"paths.output_dir={tmp_path}"]
+        if group == "paths":
+            overrides.pop()
+        cfg = compose(*overrides)
+        if group not in ("hydra", "paths"):
+            _instantiate(cfg, tmp_path, tokenizer)
+
+
+@pytest.mark.parametrize("model", group_options("model"))
+def test_models_build_or_fail_clearly_offline(model):
+    cfg = compose(f"model={model}")
+    m = cfg.model
+    try:
+        encoder, _ = build_encoder(m.name_or_path, m.preset, m.attn_impl, 30522)
+    except UserError as e:  # a hub id with no network: one clear line
+        assert "offline" in str(e) and "\n" not in str(e)
+        return
+    assert encoder.cfg.hidden_size in (64, 384, 768)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["task=clasification"], "unknown task 'clasification'; choose one of: classification"),
+        (["model=minilmm"], "Did you mean 'minilm'?"),
+        (["data=sst3"], "choose one of: quickstart, sst2"),
+        (["trainer=ddp_simm"], "ddp_sim"),
+        (["-m", "optim.lr=1e-4,2e-4", "data.pth=x"], "unknown config key 'data.pth'"),
+        (["experiment=sst2", "task.text_colum=x"], "Did you mean 'text_column'?"),
+        (["seeed=1"], "unknown config key 'seeed'"),
+    ],
+)
+def test_bad_overrides_fail_in_one_line(argv, expected):
+    with pytest.raises(UserError) as e:
+        check_overrides(argv)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_good_overrides_pass():
+    check_overrides(["experiment=sst2", "-m", "optim.lr=1e-4,2e-4", "+foo=1", "hydra.run.dir=x"])
+    check_overrides(["data.path=../shared/data/sst2", "task.labels=[a,b]", "trainer.max_epochs=2"])

@@ -1,0 +1,103 @@
+"""Data module: file formats, seeded subsets, caching, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from framework.data import DataModule, read_table
+from framework.errors import UserError
+from tasks.classification import Classification
+
+
+def _write(path, text: str | bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path
+
+
+def _dm(tmp_path, tokenizer, task=None, **kw):
+    task = task or Classification(labels=["neg", "pos"])
+    return DataModule(task, tokenizer, path=str(tmp_path), cache_dir=str(tmp_path / "cache"), **kw)
+
+
+CSV = 'text,label\ngood film,pos\n"bad, very bad",neg\nfine,pos\nawful,neg\n'
+
+
+def test_reads_csv_tsv_jsonl(tmp_path):
+    rows = read_table(_write(tmp_path / "a.csv", CSV))
+    assert rows == {
+        "text": ["good film", "bad, very bad", "fine", "awful"],
+        "label": ["pos", "neg", "pos", "neg"],
+    }
+    # TSV is read without quote processing, as GLUE's files need
+    tsv = read_table(_write(tmp_path / "a.tsv", 'sentence\tlabel\nsay "hi" \t1\n'))
+    assert tsv == {"sentence": ['say "hi" '], "label": ["1"]}
+    lines = [json.dumps({"text": "x", "label": 1}), "", json.dumps({"text": "y", "label": 0})]
+    assert read_table(_write(tmp_path / "a.jsonl", "\n".join(lines))) == {
+        "text": ["x", "y"],
+        "label": [1, 0],
+    }
+
+
+def test_batches_are_padded_per_batch_and_subset_is_seeded(tmp_path, tokenizer):
+    long = "text,label\n" + "".join(
+        f"{'word ' * (i % 7 + 1)},{'pos' if i % 2 else 'neg'}\n" for i in range(40)
+    )
+    _write(tmp_path / "train.csv", long)
+    _write(tmp_path / "dev.csv", CSV)
+    dm = _dm(tmp_path, tokenizer, batch_size=4, max_train_samples=10)
+    dm.setup_data()
+    assert len(dm.splits["train"]) == 10 and len(dm.splits["val"]) == 4
+    again = _dm(tmp_path, tokenizer, batch_size=4, max_train_samples=10)
+    again.setup_data()
+    assert again.splits["train"] == dm.splits["train"]  # same seed, same subset
+    other = _dm(tmp_path, tokenizer, batch_size=4, max_train_samples=10, seed=1)
+    other.setup_data()
+    assert other.splits["train"] != dm.splits["train"]
+    assert list((tmp_path / "cache").glob("train-*.arrow"))  # encoded once, cached
+    for batch in dm.val_dataloader():
+        lengths = batch["attention_mask"].sum(1)
+        assert batch["input_ids"].shape[1] == lengths.max()  # dynamic padding
+        assert batch["labels"].tolist() == [1, 0, 1, 0][: len(lengths)]
+
+
+@pytest.mark.parametrize(
+    "files, kwargs, message",
+    [
+        ({"train.csv": CSV}, {}, r"dev\.csv does not exist"),
+        ({"train.csv": CSV, "dev.csv": "text,label\n"}, {}, "has no rows"),
+        ({"train.csv": CSV, "dev.csv": ""}, {}, "is empty"),
+        ({"train.csv": CSV, "dev.csv": b"text,label\ncaf\xe9,pos\n"}, {}, "not UTF-8.*line 2"),
+        ({"train.csv": CSV, "dev.csv": CSV.replace("pos", "meh")}, {}, "label 'meh' is not in"),
+        ({"train.csv": CSV, "dev.csv": "txt,label\nx,pos\n"}, {}, "column 'text' not found"),
+        ({"train.csv": CSV, "dev.csv": "text,label\nx,pos,extra\n"}, {}, r"dev\.csv:2: 3 fields"),
+        ({"train.csv": CSV, "dev.csv": CSV}, {"max_train_samples": 0}, "empty after"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, tokenizer, files, kwargs, message):
+    for name, text in files.items():
+        _write(tmp_path / name, text)
+    with pytest.raises(UserError, match=message) as e:
+        _dm(tmp_path, tokenizer, **kwargs).setup_data()
+    assert "\n" not in str(e.value)
+
+
+def test_labels_are_inferred_when_not_given(tmp_path, tokenizer):
+    _write(tmp_path / "train.csv", CSV)
+    _write(tmp_path / "dev.csv", CSV)
+    task = Classification()
+    _dm(tmp_path, tokenizer, task=task).setup_data()
+    assert task.labels == ["neg", "pos"]
+
+
+def test_sentence_pairs_use_token_types(tmp_path, tokenizer):
+    pairs = "q,a,label\nis it good?,yes it is,pos\nis it bad?,no,neg\n"
+    _write(tmp_path / "train.csv", pairs)
+    _write(tmp_path / "dev.csv", pairs)
+    task = Classification(text_column="q", text_pair_column="a")
+    dm = _dm(tmp_path, tokenizer, task=task)
+    dm.setup_data()
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["token_type_ids"].max() == 1  # the second segment is marked

@@ -1,0 +1,115 @@
+"""The entry point end to end, as a user runs it: `python -m framework.train ...`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from framework.train import build
+from tests.conftest import FAST, compose, run_cli
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory) -> tuple[Path, object]:
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_dir, run_cli(*FAST, f"hydra.run.dir={run_dir}")
+
+
+def test_fast_run_writes_a_complete_run_directory(fast_run):
+    run_dir, proc = fast_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == f"Run directory: {run_dir}"
+    assert "- model=tiny" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "preset: tiny" in (run_dir / "config.yaml").read_text()  # resolved config
+    assert (
+        (run_dir / "csv" / "metrics.csv")
+        .read_text()
+        .startswith(("epoch", "lr", "step", "train", "val"))
+    )
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    m = _metrics(run_dir)
+    assert {"val/acc", "val/f1", "val/mcc", "val/loss", "fit_seconds"} <= set(m)
+    assert 0.0 <= m["val/acc"] <= 1.0 and m["fit_seconds"] > 0
+    assert (
+        Path(m["best_checkpoint"]).name.startswith("best-") and Path(m["best_checkpoint"]).is_file()
+    )
+
+
+def test_export_matches_the_best_checkpoint(fast_run, tmp_path):
+    run_dir, proc = fast_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = compose(*FAST, f"paths.output_dir={tmp_path}")
+    tokenizer, dm, module = build(cfg)
+    state = torch.load(_metrics(run_dir)["best_checkpoint"], weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    module.eval()
+    hf = AutoModelForSequenceClassification.from_pretrained(run_dir / "export").eval()
+    assert hf.config.id2label == {0: "negative", 1: "positive"}
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        ours = module(batch)["logits"]
+        theirs = hf(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+    assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+def test_multirun_sweeps_each_value(tmp_path):
+    proc = run_cli("-m", *FAST, "optim.lr=1e-4,3e-4", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lrs = [
+        float((tmp_path / j / "config.yaml").read_text().split("lr: ")[1].split()[0]) for j in "01"
+    ]
+    assert lrs == [1e-4, 3e-4]
+    assert all("val/acc" in _metrics(tmp_path / j) for j in "01")
+
+
+def test_bad_label_exits_nonzero_with_one_line_and_no_checkpoint(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("text,label\ngood,positive\nbad,negative\n")
+    (data / "dev.csv").write_text("text,label\nmeh,neutral\n")
+    run_dir = tmp_path / "run"
+    proc = run_cli(*FAST, f"data.path={data}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: label 'neutral' is not in the label set ['negative', 'positive']; "
+        "fix the data or set task.labels"
+    )
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
+
+
+def test_unknown_override_exits_nonzero_with_choices():
+    proc = run_cli("data=sst3")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: unknown data 'sst3'; choose one of: quickstart, sst2. Did you mean 'sst2'?"
+    )
+
+
+def test_ddp_sim_two_processes_sync_metrics_and_one_run_dir(tmp_path):
+    # 32 dev examples, 8 per batch: each of the 2 ranks sees 2 different batches.
+    args = (*FAST, "trainer=ddp_sim", "trainer.limit_val_batches=1.0", "data.eval_batch_size=8")
+    proc = run_cli(*args, f"paths.log_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dirs = [p.parent for p in tmp_path.glob("runs/*/*/.hydra")]
+    assert len(run_dirs) == 1, run_dirs  # no duplicate run directory from the second rank
+    m = _metrics(run_dirs[0])
+    # The synced metric equals a one-process evaluation of the same checkpoint on all 32 examples.
+    cfg = compose(*FAST, "data.eval_batch_size=8", f"paths.output_dir={tmp_path / 'x'}")
+    _, dm, module = build(cfg)
+    module.load_state_dict(torch.load(m["best_checkpoint"], weights_only=False)["state_dict"])
+    module.eval()
+    metrics = module.val_metrics
+    with torch.no_grad():
+        for batch in dm.val_dataloader():
+            out = module(batch)
+            metrics.update(out["preds"], out["target"])
+    assert len(dm.splits["val"]) == 32
+    assert abs(metrics.compute()["val/acc"].item() - m["val/acc"]) < 1e-6
