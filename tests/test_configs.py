@@ -107,3 +107,17 @@ def test_bad_overrides_fail_in_one_line(argv, expected):
 def test_good_overrides_pass():
     check_overrides(["experiment=sst2", "-m", "optim.lr=1e-4,2e-4", "+foo=1", "hydra.run.dir=x"])
     check_overrides(["data.path=../shared/data/sst2", "task.labels=[a,b]", "trainer.max_epochs=2"])
+
+
+def test_wandb_goes_offline_without_an_api_key(tmp_path, monkeypatch):
+    from framework.train import _wandb_offline_without_key
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    _wandb_offline_without_key()
+    assert __import__("os").environ["WANDB_MODE"] == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    _wandb_offline_without_key()
+    assert "WANDB_MODE" not in __import__("os").environ

@@ -47,7 +47,7 @@ def test_export_matches_the_best_checkpoint(fast_run, tmp_path):
     run_dir, proc = fast_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = compose(*FAST, f"paths.output_dir={tmp_path}")
-    tokenizer, dm, module = build(cfg)
+    _, dm, module = build(cfg)
     state = torch.load(_metrics(run_dir)["best_checkpoint"], weights_only=False)["state_dict"]
     module.load_state_dict(state)
     module.eval()

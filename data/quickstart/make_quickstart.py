@@ -10,6 +10,7 @@ import csv
 import random
 from pathlib import Path
 
+# fmt: off
 SUBJECTS = [
     "the film", "this phone", "the hotel room", "our waiter", "the soup", "the new album",
     "this laptop", "the museum tour", "the train ride", "the concert", "the novel", "this app",
@@ -45,6 +46,7 @@ NEGATIVE = [
     "was depressing", "rattles and overheats", "was dirty and cramped", "is hard to like",
     "was awful",
 ]
+# fmt: on
 PREFIXES = ["", "", "", "honestly, ", "sadly, ", "overall, ", "i think ", "to be fair, "]
 
 
