@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
@@ -113,6 +114,7 @@ class DataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        length_grouping: bool = False,
     ) -> None:
         super().__init__()
         if path is None and hub_id is None:
@@ -132,6 +134,7 @@ class DataModule(L.LightningDataModule):
             "test": max_eval_samples,
         }
         self.seed, self.num_workers = seed, num_workers
+        self.length_grouping = length_grouping
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         self.splits: dict[str, list[dict[str, Any]]] = {}
 
@@ -147,7 +150,7 @@ class DataModule(L.LightningDataModule):
                 if name is None:
                     continue
                 file = Path(self.path) / name
-                rows = read_table(file)
+                rows = self._read(file)
                 st = file.stat()
                 key = _fingerprint(str(file.resolve()), st.st_size, st.st_mtime_ns)
                 out[split] = (Dataset.from_dict(rows), key)
@@ -166,8 +169,17 @@ class DataModule(L.LightningDataModule):
                 ) from e
             if len(ds) == 0:
                 raise UserError(f"the {split} split ({name}) of {self.hub_id} is empty")
-            out[split] = (ds, ds._fingerprint)
+            out[split] = (_class_labels_to_names(ds), ds._fingerprint)
         return out
+
+    def _read(self, file: Path) -> dict[str, list]:
+        """A task may read its own formats (``read_file(path) -> rows or None``, e.g. CoNLL)."""
+        reader = getattr(self.task, "read_file", None)
+        if reader is not None and file.is_file():
+            rows = reader(file)
+            if rows is not None:
+                return rows
+        return read_table(file)
 
     # -- encoding --------------------------------------------------------------------------------
 
@@ -185,19 +197,22 @@ class DataModule(L.LightningDataModule):
         tok_id = (self.tokenizer.name_or_path, len(self.tokenizer), type(self.tokenizer).__name__)
         task_state = sorted((k, repr(v)) for k, v in vars(self.task).items())
         for split, (ds, source_key) in raw.items():
-            key = _fingerprint(source_key, tok_id, self.max_length, self.task.name, task_state)
+            limit = self.limits[split]
+            if limit is not None and limit < len(ds):
+                ds = ds.shuffle(seed=self.seed).select(range(limit))  # a seeded subset
+            if len(ds) == 0:
+                raise UserError(f"the {split} split is empty after data.max_*_samples={limit}")
+            key = _fingerprint(
+                source_key, limit, self.seed, tok_id, self.max_length, self.task.name, task_state
+            )
             encoded = ds.map(
                 partial(self.task.encode, tokenizer=self.tokenizer, max_length=self.max_length),
                 batched=True,
+                with_indices=True,  # row ids: a task may split a row (long sentences) and rejoin it
                 remove_columns=ds.column_names,
                 cache_file_name=str(self.cache_dir / f"{split}-{key}.arrow"),
                 desc=f"encoding {split}",
             )
-            limit = self.limits[split]
-            if limit is not None and limit < len(encoded):
-                encoded = encoded.shuffle(seed=self.seed).select(range(limit))
-            if len(encoded) == 0:
-                raise UserError(f"the {split} split is empty after data.max_*_samples={limit}")
             self.splits[split] = encoded.to_list()
 
     def setup(self, stage: str | None = None) -> None:
@@ -207,9 +222,21 @@ class DataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         pad_id = self.tokenizer.pad_token_id or 0
+        features = self.splits[split]
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        sampler = None
+        if shuffle and self.length_grouping:
+            # Shuffled mega-batches sorted by length: batches of similar length, less padding.
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            lengths = [len(f["input_ids"]) for f in features]
+            generator = torch.Generator().manual_seed(self.seed)
+            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+            shuffle = False
         return DataLoader(
-            self.splits[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            features,
+            batch_size=batch_size,
+            sampler=sampler,
             shuffle=shuffle,
             collate_fn=partial(self.task.collate, pad_id=pad_id),
             num_workers=self.num_workers,
@@ -228,3 +255,38 @@ class DataModule(L.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return "test" in self.splits
+
+
+def _class_labels_to_names(ds: Dataset) -> Dataset:
+    """Hub data sets store labels as ClassLabel ids; tasks see the names (as in local files)."""
+    from datasets import ClassLabel
+
+    conv = {}
+    for col, feat in ds.features.items():
+        if isinstance(feat, ClassLabel):
+            conv[col] = (feat, False)
+        elif isinstance(getattr(feat, "feature", None), ClassLabel):
+            conv[col] = (feat.feature, True)
+    if not conv:
+        return ds
+
+    def name(cl: ClassLabel, i: int) -> str:
+        return cl.int2str(i) if i >= 0 else str(i)  # -1: unlabelled (GLUE test splits)
+
+    def to_names(batch: dict[str, list]) -> dict[str, list]:
+        for col, (cl, is_seq) in conv.items():
+            vals = batch[col]
+            batch[col] = (
+                [[name(cl, i) for i in v] for v in vals] if is_seq else [name(cl, i) for i in vals]
+            )
+        return batch
+
+    from datasets import Features, List, Value
+
+    features = Features(
+        {
+            col: (List(Value("string")) if conv[col][1] else Value("string")) if col in conv else f
+            for col, f in ds.features.items()
+        }
+    )
+    return ds.map(to_names, batched=True, features=features, desc="label names")

@@ -27,12 +27,14 @@ class TaskModule(L.LightningModule):
         lr: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
+        head_lr_scale: float = 1.0,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
         self.encoder, self.task, self.head = encoder, task, head
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.head_lr_scale = head_lr_scale
         self.betas, self.eps = tuple(betas), eps
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
@@ -56,7 +58,20 @@ class TaskModule(L.LightningModule):
         metrics.update(out["preds"], out["target"])
         bs = batch["input_ids"].size(0)
         self.log(f"{stage}/loss", out["loss"], sync_dist=True, batch_size=bs)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+
+    def _log_metrics(self, stage: str) -> None:
+        # compute() gathers the metric states of every process (torchmetrics), so the values are
+        # already global: no second reduction. Metrics may return dicts (flattened by the
+        # collection), e.g. per-type F1.
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        self.log_dict(metrics.compute(), prog_bar=stage == "val")
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -69,12 +84,19 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         # Biases and LayerNorm weights (the 1-d parameters) get no weight decay, as in BERT.
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-        ]
-        opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, eps=self.eps)
+        # The freshly initialised head may learn faster than the pretrained encoder (head_lr_scale).
+        groups = []
+        for module, lr in ((self.encoder, self.lr), (self.head, self.lr * self.head_lr_scale)):
+            params = [p for p in module.parameters() if p.requires_grad]
+            decay = [p for p in params if p.ndim > 1]
+            no_decay = [p for p in params if p.ndim <= 1]
+            groups += [
+                {"params": decay, "weight_decay": self.weight_decay, "lr": lr},
+                {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+            ]
+        opt = torch.optim.AdamW(
+            [g for g in groups if g["params"]], lr=self.lr, betas=self.betas, eps=self.eps
+        )
         total = self.trainer.estimated_stepping_batches
         if math.isfinite(total):
             warmup = int(self.warmup_ratio * total)

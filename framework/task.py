@@ -10,6 +10,7 @@ Rows are column-major ``dict[str, list]`` (what ``datasets.Dataset.map(batched=T
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -26,8 +27,12 @@ class Task(Protocol):
     def check_columns(self, columns: list[str], split: str) -> None:
         """Raise ``UserError`` if a split lacks a column the task reads."""
 
-    def encode(self, rows: dict[str, list], tokenizer: Any, max_length: int) -> dict[str, list]:
-        """Raw rows -> features (lists of token ids, labels...)."""
+    def encode(
+        self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
+    ) -> dict[str, list]:
+        """Raw rows (and their row ids in the split) -> features (token ids, labels...).
+
+        One row may give several features (windows of a long sentence)."""
 
     def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         """Features -> a padded batch with ``input_ids`` and ``attention_mask`` (B, T)."""
@@ -53,6 +58,13 @@ class Task(Protocol):
 
     def synthetic_rows(self, n: int, seed: int) -> dict[str, list]:
         """``n`` small valid raw rows; the registry contract tests run every task on them."""
+
+
+class ReadsFiles(Protocol):
+    """Optional: a task that reads file formats of its own (CoNLL columns...)."""
+
+    def read_file(self, path: Path) -> dict[str, list] | None:
+        """Rows of ``path``, or None to let the data module read it (CSV, TSV, JSON lines)."""
 
 
 def pad(seqs: list[list[int]], value: int) -> torch.Tensor:

@@ -94,7 +94,9 @@ class Classification:
                     "task.label_column"
                 )
 
-    def encode(self, rows: dict[str, list], tokenizer: Any, max_length: int) -> dict[str, list]:
+    def encode(
+        self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
+    ) -> dict[str, list]:
         texts = [str(t) for t in rows[self.text_column]]
         pairs = [str(t) for t in rows[self.text_pair_column]] if self.text_pair_column else None
         enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)

@@ -91,7 +91,7 @@ def test_models_build_or_fail_clearly_offline(model):
     [
         (["task=clasification"], "unknown task 'clasification'; choose one of: classification"),
         (["model=minilmm"], "Did you mean 'minilm'?"),
-        (["data=sst3"], "choose one of: quickstart, sst2"),
+        (["data=sst3"], "choose one of: conll2003, quickstart, sst2"),
         (["trainer=ddp_simm"], "ddp_sim"),
         (["-m", "optim.lr=1e-4,2e-4", "data.pth=x"], "unknown config key 'data.pth'"),
         (["experiment=sst2", "task.text_colum=x"], "Did you mean 'text_column'?"),

@@ -101,3 +101,33 @@ def test_sentence_pairs_use_token_types(tmp_path, tokenizer):
     dm.setup_data()
     batch = next(iter(dm.val_dataloader()))
     assert batch["token_type_ids"].max() == 1  # the second segment is marked
+
+
+def test_hub_source_reads_named_splits(tmp_path, tokenizer, monkeypatch):
+    """The hub path (no network here): load_dataset is replaced by an in-memory GLUE-like set."""
+    import datasets
+
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    data = {"sentence": ["good", "bad", "fine"], "label": [1, 0, 1]}
+    calls = []
+
+    def fake_load_dataset(hub_id, config, split):
+        calls.append((hub_id, config, split))
+        return datasets.Dataset.from_dict(data, features=features)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    task = Classification(text_column="sentence")
+    dm = DataModule(
+        task,
+        tokenizer,
+        hub_id="glue",
+        hub_config="sst2",
+        hub_splits={"train": "train", "val": "validation", "test": None},
+        cache_dir=str(tmp_path),
+    )
+    dm.setup_data()
+    assert calls == [("glue", "sst2", "train"), ("glue", "sst2", "validation")]
+    assert task.labels == ["neg", "pos"]  # the ClassLabel names, not their ids
+    assert [f["labels"] for f in dm.splits["val"]] == [1, 0, 1] and not dm.has_test

@@ -1,0 +1,378 @@
+"""Named-entity recognition (token classification) with exact entity-level F1.
+
+Data: CoNLL column files (``read_file``), JSON lines or hub data sets with lists of words and tags.
+Tags in IOB1, IOB2 or BIOES are normalised to IOB2 (entity spans are kept exactly). Words are
+split into sub-tokens with the fast tokenizer's ``word_ids``; the first sub-token carries the
+word's label. A sentence longer than ``max_length`` is split into overlapping windows, and each
+word is predicted from the window where it is farthest from an edge, so no word is dropped from
+training or evaluation.
+
+The metric (``EntityF1``) is a torchmetrics ``Metric`` whose state is the per-word predictions, so
+it syncs across processes; entities follow the CoNLL/seqeval default rules (an I- tag with no B-
+starts an entity), and its values equal ``seqeval``'s on the same word-level tag sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import Metric, MetricCollection
+
+from framework.errors import UserError
+from framework.registry import register_task
+from framework.task import pad, pad_tokens
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".bio")
+
+
+# ------------------------------------------------------------------------------------------------
+# Entity spans (the CoNLL evaluation rules, as in seqeval's default mode)
+# ------------------------------------------------------------------------------------------------
+
+
+def _split(tag: str) -> tuple[str, str]:
+    return (tag[0], tag[2:]) if tag != "O" else ("O", "")
+
+
+def entities(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first word, last word) of every entity in one sentence's tags (any scheme)."""
+    out, begin, prev, prev_type = [], 0, "O", ""
+    for i, tag in enumerate([*tags, "O"]):
+        cur, typ = _split(tag)
+        ends = (
+            prev in ("E", "S")
+            or (prev in ("B", "I") and cur in ("B", "S", "O"))
+            or (prev != "O" and prev_type != typ)
+        )
+        if ends:
+            out.append((prev_type, begin, i - 1))
+        starts = (
+            cur in ("B", "S")
+            or (prev in ("E", "S", "O") and cur in ("E", "I"))
+            or (cur != "O" and prev_type != typ)
+        )
+        if starts:
+            begin = i
+        prev, prev_type = cur, typ
+    return out
+
+
+def to_iob2(tags: list[str]) -> list[str]:
+    """The same entities written in IOB2 (from IOB1, BIOES or ill-formed IOB2)."""
+    out = ["O"] * len(tags)
+    for typ, first, last in entities(tags):
+        out[first] = f"B-{typ}"
+        for i in range(first + 1, last + 1):
+            out[i] = f"I-{typ}"
+    return out
+
+
+def detect_scheme(sequences: list[list[str]]) -> str:
+    prefixes = {t[0] for seq in sequences for t in seq}
+    if prefixes & {"E", "S"}:
+        return "BIOES"
+    for seq in sequences:
+        prev_type = None
+        for t in seq:
+            p, typ = _split(t)
+            if p == "I" and prev_type != typ:
+                return "IOB1"
+            prev_type = typ if p != "O" else None
+    return "IOB2"
+
+
+def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
+    """Micro precision/recall/F1 over entities, plus F1 per type (seqeval's default mode)."""
+    tp, n_pred, n_gold = Counter(), Counter(), Counter()
+    for g, p in zip(gold, pred, strict=True):
+        ge, pe = set(entities(g)), set(entities(p))
+        for e in ge:
+            n_gold[e[0]] += 1
+        for e in pe:
+            n_pred[e[0]] += 1
+        for e in ge & pe:
+            tp[e[0]] += 1
+
+    def prf(t: int, np_: int, ng: int) -> tuple[float, float, float]:
+        p = t / np_ if np_ else 0.0
+        r = t / ng if ng else 0.0
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+    p, r, f = prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values()))
+    out = {"precision": p, "recall": r, "f1": f}
+    for typ in sorted(set(n_gold) | set(n_pred)):
+        out[f"f1_{typ}"] = prf(tp[typ], n_pred[typ], n_gold[typ])[2]
+    return out
+
+
+class EntityF1(Metric):
+    """Entity-level P/R/F1 and word accuracy from per-sub-token predictions of (windowed) rows.
+
+    ``update(preds, target)``: ``preds`` (N, 4) long = (row, word, centrality, predicted tag id)
+    for each scored sub-token, ``target`` (N,) the gold tag ids. A word seen in several windows
+    (or twice, from a distributed sampler's padding) counts once: the most central copy wins.
+    """
+
+    full_state_update = False
+
+    def __init__(self, labels: list[str]) -> None:
+        super().__init__()
+        self.labels = list(labels)
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.preds.append(preds.detach().long())
+        self.target.append(target.detach().long())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        preds = _cat(self.preds).view(-1, 4).cpu()
+        target = _cat(self.target).view(-1).cpu()
+        best: dict[tuple[int, int], tuple[int, int, int]] = {}
+        for (row, word, cent, p), g in zip(preds.tolist(), target.tolist(), strict=True):
+            # most central copy; ties broken by value, so the result is independent of order
+            if (row, word) not in best or (cent, -p) > best[(row, word)][:2]:
+                best[(row, word)] = (cent, -p, g)
+        rows: dict[int, list[tuple[int, int, int]]] = {}
+        for (row, word), (_, neg_p, g) in sorted(best.items()):
+            rows.setdefault(row, []).append((word, -neg_p, g))
+        gold = [[self.labels[g] for _, _, g in words] for words in rows.values()]
+        pred = [[self.labels[p] for _, p, _ in words] for words in rows.values()]
+        scores = entity_scores(gold, pred)
+        flat_gold = [t for seq in gold for t in seq]
+        flat_pred = [t for seq in pred for t in seq]
+        correct = sum(a == b for a, b in zip(flat_gold, flat_pred, strict=True))
+        scores["token_acc"] = correct / len(flat_gold) if flat_gold else 0.0
+        return {k: torch.tensor(v) for k, v in scores.items()}
+
+
+def _cat(x: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.cat(x) if x else torch.zeros(0, dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------------------
+# The task
+# ------------------------------------------------------------------------------------------------
+
+
+@register_task("ner")
+class NER:
+    """Token classification over words. ``labels``: IOB2 tags in id order (None: from train)."""
+
+    def __init__(
+        self,
+        tokens_column: str = "tokens",
+        tags_column: str = "tags",
+        token_field: int = 0,
+        tag_field: int = -1,
+        scheme: str = "auto",
+        labels: list[str] | None = None,
+        label_all_tokens: bool = False,
+        stride: int = 32,
+        unknown_tag: str = "error",
+        dropout: float = 0.1,
+    ) -> None:
+        if scheme not in ("auto", "IOB1", "IOB2", "BIOES"):
+            raise UserError(f"task.scheme must be auto, IOB1, IOB2 or BIOES, not {scheme!r}")
+        if unknown_tag not in ("error", "O"):
+            raise UserError(f"task.unknown_tag must be 'error' or 'O', not {unknown_tag!r}")
+        self.tokens_column, self.tags_column = tokens_column, tags_column
+        self.token_field, self.tag_field = token_field, tag_field
+        self.scheme, self.labels = scheme, list(labels) if labels is not None else None
+        self.label_all_tokens, self.stride = label_all_tokens, stride
+        self.unknown_tag, self.dropout = unknown_tag, dropout
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def read_file(self, path: Path) -> dict[str, list] | None:
+        """Sentences of a CoNLL column file: one word per line, blank lines between sentences."""
+        if path.suffix.lower() not in CONLL_SUFFIXES:
+            return None
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not UTF-8; re-encode it as UTF-8") from None
+        tokens, tags, words, wtags, width = [], [], [], [], None
+        for n, line in enumerate([*lines, ""], 1):
+            fields = line.split()
+            if fields and fields[0] == "-DOCSTART-":
+                continue
+            if not fields:
+                if words:
+                    tokens.append(words)
+                    tags.append(wtags)
+                    words, wtags = [], []
+                continue
+            width = width or len(fields)
+            if len(fields) != width:
+                raise UserError(
+                    f"{path}:{n}: {len(fields)} columns where the file has {width}; every word "
+                    "line needs the same columns (word ... tag)"
+                )
+            words.append(fields[self.token_field])
+            wtags.append(fields[self.tag_field])
+        if not tokens:
+            raise UserError(f"{path} has no sentences; a CoNLL file needs word lines")
+        return {self.tokens_column: tokens, self.tags_column: tags}
+
+    def check_columns(self, columns: list[str], split: str) -> None:
+        for col in (self.tokens_column, self.tags_column):
+            if col not in columns:
+                raise UserError(
+                    f"column {col!r} not found in the {split} split (columns: "
+                    f"{', '.join(columns)}); set task.tokens_column / task.tags_column"
+                )
+
+    def setup(self, train_rows: dict[str, list]) -> None:
+        tags = [[str(t) for t in seq] for seq in train_rows[self.tags_column]]
+        if self.scheme == "auto":
+            self.scheme = detect_scheme(tags)
+            log.info("NER tag scheme detected: %s", self.scheme)
+        if self.labels is None:
+            types = sorted({t[2:] for seq in tags for t in to_iob2(seq) if t != "O"})
+            self.labels = ["O", *(f"{p}-{typ}" for typ in types for p in "BI")]
+        if "O" not in self.labels:
+            raise UserError("task.labels must contain 'O'")
+        missing = [_inside(t) for t in self.labels if _inside(t) not in self.labels]
+        if missing:
+            raise UserError(f"task.labels lacks {missing}: every B-X tag needs its I-X tag")
+        self._label_to_id = {t: i for i, t in enumerate(self.labels)}
+
+    def _tag_ids(self, tags: list[str]) -> list[int]:
+        out = []
+        for t in to_iob2([str(t) for t in tags]):
+            if t not in self._label_to_id:
+                if self.unknown_tag == "error":
+                    raise UserError(
+                        f"tag {t!r} is not in the label set {self.labels}; fix the data, add it "
+                        "to task.labels, or set task.unknown_tag=O to map it to O"
+                    )
+                log.warning("tag %r is not in the label set: mapped to O", t)
+                t = "O"
+            out.append(self._label_to_id[t])
+        return out
+
+    def encode(
+        self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
+    ) -> dict[str, list]:
+        words = [[str(w) for w in ws] for ws in rows[self.tokens_column]]
+        # A word with no sub-token (e.g. a lone control character) would vanish: use [UNK].
+        for ws in words:
+            for i, w in enumerate(ws):
+                if not tokenizer.tokenize(w):
+                    ws[i] = tokenizer.unk_token
+        enc = tokenizer(
+            words,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+            stride=min(self.stride, max_length // 2),
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+        tag_ids = [self._tag_ids(t) for t in rows[self.tags_column]]
+        out: dict[str, list] = {k: [] for k in ("input_ids", "labels", "word", "centrality", "row")}
+        for w, r in enumerate(enc["overflow_to_sample_mapping"]):
+            word_ids, offsets = enc.word_ids(w), enc["offset_mapping"][w]
+            length = len(word_ids)
+            labels, word_index, cent = [], [], []
+            for pos, (wid, (start, _)) in enumerate(zip(word_ids, offsets, strict=True)):
+                first = wid is not None and start == 0
+                if wid is None:
+                    labels.append(IGNORE)
+                elif first:
+                    labels.append(tag_ids[r][wid])
+                elif self.label_all_tokens:
+                    labels.append(self._label_to_id[_inside(self.labels[tag_ids[r][wid]])])
+                else:
+                    labels.append(IGNORE)
+                word_index.append(wid if first else -1)
+                cent.append(min(pos, length - 1 - pos))
+            out["input_ids"].append(enc["input_ids"][w])
+            out["labels"].append(labels)
+            out["word"].append(word_index)
+            out["centrality"].append(cent)
+            out["row"].append(indices[r])
+        return out
+
+    def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        batch = pad_tokens(features, pad_id)
+        batch["labels"] = pad([f["labels"] for f in features], IGNORE)
+        batch["word"] = pad([f["word"] for f in features], -1)
+        batch["centrality"] = pad([f["centrality"] for f in features], 0)
+        batch["row"] = torch.tensor([f["row"] for f in features], dtype=torch.long)
+        return batch
+
+    # -- model ----------------------------------------------------------------------------------
+
+    def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
+        head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(hidden_size, len(self.labels)))
+        nn.init.normal_(head[1].weight, std=0.02)
+        nn.init.zeros_(head[1].bias)
+        return head
+
+    def step(
+        self, head: nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        logits = head(hidden).float()  # (B, T, C)
+        labels = batch["labels"]  # (B, T)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        scored = batch["word"] >= 0  # (B, T): first sub-token of each word
+        row = batch["row"][:, None].expand_as(labels)
+        pred = logits.argmax(-1)
+        packed = torch.stack([row, batch["word"], batch["centrality"], pred], -1)[scored]
+        return {"loss": loss, "logits": logits, "preds": packed, "target": labels[scored]}
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({"entity": EntityF1(self.labels)})
+
+    def decode(self, preds: torch.Tensor) -> list[dict]:
+        """Packed predictions -> per row: word-level tags and entity spans (type, first, last)."""
+        best: dict[tuple[int, int], tuple[int, int]] = {}
+        for row, word, cent, p in preds.view(-1, 4).tolist():
+            if (row, word) not in best or (cent, -p) > best[(row, word)]:
+                best[(row, word)] = (cent, -p)
+        rows: dict[int, list[str]] = {}
+        for (row, _), (_, neg_p) in sorted(best.items()):
+            rows.setdefault(row, []).append(self.labels[-neg_p])
+        return [{"row": r, "tags": tags, "entities": entities(tags)} for r, tags in rows.items()]
+
+    def hf_export(
+        self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module
+    ) -> tuple[dict, dict[str, torch.Tensor]]:
+        config = {
+            **hf_encoder_config,
+            "architectures": ["BertForTokenClassification"],
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": {t: i for i, t in enumerate(self.labels)},
+            "classifier_dropout": self.dropout,
+        }
+        state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
+        state["classifier.weight"] = head[1].weight
+        state["classifier.bias"] = head[1].bias
+        return config, state
+
+    def synthetic_rows(self, n: int, seed: int) -> dict[str, list]:
+        rng = random.Random(seed)
+        names, places = ["alice", "bob", "carol"], ["paris", "oslo", "lima"]
+        tokens, tags = [], []
+        for _ in range(n):
+            who, where = rng.choice(names), rng.choice(places)
+            tokens.append([who, "flew", "to", where, "today"])
+            tags.append(["B-PER", "O", "O", "B-LOC", "O"])
+        return {self.tokens_column: tokens, self.tags_column: tags}
+
+
+def _inside(tag: str) -> str:
+    return f"I-{tag[2:]}" if tag.startswith("B-") else tag
