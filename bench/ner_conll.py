@@ -25,7 +25,7 @@ def run_tasklight(data: Path, out: Path, max_train: int | None) -> dict:
     args = [
         sys.executable, "-m", "framework.train", "experiment=conll2003", f"data.path={data}",
         "data.batch_size=32", "optim.lr=5e-5", "trainer.max_epochs=1", "seed=0",
-        f"hydra.run.dir={out}", "callbacks=none", "data.test_file=null",
+        f"hydra.run.dir={out}", "callbacks=none",
     ]  # fmt: skip
     if max_train:
         args.append(f"data.max_train_samples={max_train}")

@@ -106,16 +106,20 @@ def build_encoder(
     preset_name: str | None,
     attn_impl: AttnImpl = "sdpa",
     vocab_size: int | None = None,
+    attention_dropout: float = 0.0,
 ) -> tuple[Encoder, dict[str, torch.Tensor]]:
     """A pretrained encoder (``name_or_path``) or a freshly initialised one (``preset_name``)."""
+    if not 0.0 <= attention_dropout < 1.0:
+        raise UserError(f"model.attention_dropout must be in [0, 1), got {attention_dropout}")
     if name_or_path:
-        return load_pretrained(name_or_path, attn_impl)
+        return load_pretrained(name_or_path, attn_impl, attention_dropout=attention_dropout)
     if not preset_name:
         raise UserError("set model.name_or_path (a checkpoint) or model.preset (random init)")
     from framework.encoder import preset
 
     try:
-        cfg = preset(preset_name, **({"vocab_size": vocab_size} if vocab_size else {}))
+        sizes = {"vocab_size": vocab_size} if vocab_size else {}
+        cfg = preset(preset_name, attention_dropout=attention_dropout, **sizes)
     except ValueError as e:
         raise UserError(f"model.preset: {e}") from None
     return Encoder(cfg, attn_impl=attn_impl), {}

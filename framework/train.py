@@ -73,8 +73,9 @@ def build(cfg: DictConfig) -> tuple:
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = DataModule(task, tokenizer, seed=cfg.seed, **data_args)
     datamodule.setup_data()
+    m = cfg.model
     encoder, extra = build_encoder(
-        cfg.model.name_or_path, cfg.model.preset, cfg.model.attn_impl, len(tokenizer)
+        m.name_or_path, m.preset, m.attn_impl, len(tokenizer), m.attention_dropout
     )
     head = task.build_head(encoder.cfg.hidden_size, extra)
     module = TaskModule(encoder, task, head, **cfg.optim)
