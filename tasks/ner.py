@@ -267,20 +267,17 @@ class NER:
         self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
     ) -> dict[str, list]:
         words = [[str(w) for w in ws] for ws in rows[self.tokens_column]]
-        # A word with no sub-token (e.g. a lone control character) would vanish: use [UNK].
-        for ws in words:
-            for i, w in enumerate(ws):
-                if not tokenizer.tokenize(w):
-                    ws[i] = tokenizer.unk_token
-        enc = tokenizer(
-            words,
-            is_split_into_words=True,
-            truncation=True,
-            max_length=max_length,
-            stride=min(self.stride, max_length // 2),
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-        )
+        enc = self._tokenize(words, tokenizer, max_length)
+        # A word with no sub-token (e.g. a lone control character) would vanish from training
+        # and evaluation: write it as [UNK] and tokenize again.
+        seen: dict[int, set[int]] = {}
+        for w, r in enumerate(enc["overflow_to_sample_mapping"]):
+            seen.setdefault(r, set()).update(i for i in enc.word_ids(w) if i is not None)
+        lost = [(r, i) for r, ws in enumerate(words) for i in range(len(ws)) if i not in seen[r]]
+        if lost:
+            for r, i in lost:
+                words[r][i] = tokenizer.unk_token
+            enc = self._tokenize(words, tokenizer, max_length)
         tag_ids = [self._tag_ids(t) for t in rows[self.tags_column]]
         out: dict[str, list] = {k: [] for k in ("input_ids", "labels", "word", "centrality", "row")}
         for w, r in enumerate(enc["overflow_to_sample_mapping"]):
@@ -305,6 +302,17 @@ class NER:
             out["centrality"].append(cent)
             out["row"].append(indices[r])
         return out
+
+    def _tokenize(self, words: list[list[str]], tokenizer: Any, max_length: int) -> Any:
+        return tokenizer(
+            words,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+            stride=min(self.stride, max_length // 2),
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
 
     def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         batch = pad_tokens(features, pad_id)

@@ -172,3 +172,12 @@ def test_bad_conll_input(tmp_path, tokenizer):
     lenient.setup({"tokens": [["a"]], "tags": [["B-PER"]]})
     out = lenient.encode({"tokens": [["x"]], "tags": [["B-LOC"]]}, [0], tokenizer, 16)
     assert [y for y in out["labels"][0] if y >= 0] == [0]  # mapped to O
+
+
+def test_word_without_subtokens_is_kept_as_unk(tokenizer):
+    assert tokenizer.tokenize("\x07") == []  # the BERT normaliser drops control characters
+    rows = {"tokens": [["Paris", "\x07", "rocks"]], "tags": [["B-LOC", "O", "O"]]}
+    task = NER()
+    (f,) = _features(task, tokenizer, rows, 16)
+    assert [w for w in f["word"] if w >= 0] == [0, 1, 2]
+    assert tokenizer.unk_token_id in f["input_ids"]
