@@ -233,6 +233,9 @@ class DataModule(L.LightningDataModule):
             generator = torch.Generator().manual_seed(self.seed)
             sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
             shuffle = False
+        elif self.length_grouping:
+            # Evaluation order does not change any metric: longest first, least padding.
+            features = sorted(features, key=lambda f: -len(f["input_ids"]))
         return DataLoader(
             features,
             batch_size=batch_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from framework.data import DataModule, read_table
 from framework.errors import UserError
@@ -131,3 +132,31 @@ def test_hub_source_reads_named_splits(tmp_path, tokenizer, monkeypatch):
     assert calls == [("glue", "sst2", "train"), ("glue", "sst2", "validation")]
     assert task.labels == ["neg", "pos"]  # the ClassLabel names, not their ids
     assert [f["labels"] for f in dm.splits["val"]] == [1, 0, 1] and not dm.has_test
+
+
+def test_length_grouping_covers_every_example_with_less_padding(tmp_path, tokenizer):
+    text = "text,label\n" + "".join(
+        f"{'word ' * (1 + (i * 7) % 23)},{'pos' if i % 2 else 'neg'}\n" for i in range(96)
+    )
+    _write(tmp_path / "train.csv", text)
+    _write(tmp_path / "dev.csv", text)
+
+    def padding_and_order(grouped: bool, seed: int = 0):
+        dm = _dm(tmp_path, tokenizer, batch_size=8, length_grouping=grouped, seed=seed)
+        dm.setup_data()
+        pad, seen = 0, []
+        for b in dm.train_dataloader():
+            pad += (b["attention_mask"] == 0).sum().item()
+            seen += [
+                tuple(r[m.bool()].tolist())
+                for r, m in zip(b["input_ids"], b["attention_mask"], strict=True)
+            ]
+        return pad, seen
+
+    torch.manual_seed(0)
+    random_pad, random_seen = padding_and_order(False)
+    grouped_pad, grouped_seen = padding_and_order(True)
+    assert sorted(grouped_seen) == sorted(random_seen)  # every example once
+    assert grouped_pad < random_pad / 2
+    assert padding_and_order(True)[1] == grouped_seen  # deterministic by seed
+    assert padding_and_order(True, seed=1)[1] != grouped_seen
