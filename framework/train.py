@@ -77,6 +77,11 @@ def build(cfg: DictConfig) -> tuple:
     encoder, extra = build_encoder(
         m.name_or_path, m.preset, m.attn_impl, len(tokenizer), m.attention_dropout
     )
+    if datamodule.max_length > encoder.cfg.max_position_embeddings:
+        raise UserError(
+            f"data.max_length={datamodule.max_length} exceeds the model's "
+            f"{encoder.cfg.max_position_embeddings} positions; lower data.max_length"
+        )
     head = task.build_head(encoder.cfg.hidden_size, extra)
     module = TaskModule(encoder, task, head, **cfg.optim)
     return tokenizer, datamodule, module

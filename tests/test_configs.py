@@ -121,3 +121,11 @@ def test_wandb_goes_offline_without_an_api_key(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     _wandb_offline_without_key()
     assert "WANDB_MODE" not in __import__("os").environ
+
+
+def test_max_length_beyond_the_models_positions_is_refused(tmp_path):
+    from framework.train import build
+
+    cfg = compose("model=tiny", "data.max_length=600", f"paths.output_dir={tmp_path}")
+    with pytest.raises(UserError, match="exceeds the model's 512 positions"):
+        build(cfg)
