@@ -61,13 +61,15 @@ def check_overrides(argv: list[str]) -> None:
         options = group_options(key)
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
         if options is not None:
-            for v in values:
+            # a value may select several options at once: logger=[csv,tensorboard]
+            flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+            for v in flat:
                 if v is not None and str(v) not in options:
                     raise UserError(
                         f"unknown {key} {v!r}; choose one of: {', '.join(options)}."
                         + _hint(str(v), options)
                     )
-            if values and values[0] is not None:
+            if values and values[0] is not None and not isinstance(values[0], list):
                 group_choices.append(f"{key}={values[0]}")
         else:
             keys.append((key, o.is_delete()))

@@ -96,6 +96,7 @@ def test_models_build_or_fail_clearly_offline(model):
         (["-m", "optim.lr=1e-4,2e-4", "data.pth=x"], "unknown config key 'data.pth'"),
         (["experiment=sst2", "task.text_colum=x"], "Did you mean 'text_column'?"),
         (["seeed=1"], "unknown config key 'seeed'"),
+        (["logger=[csv,tensorbord]"], "Did you mean 'tensorboard'?"),
     ],
 )
 def test_bad_overrides_fail_in_one_line(argv, expected):
@@ -107,6 +108,7 @@ def test_bad_overrides_fail_in_one_line(argv, expected):
 def test_good_overrides_pass():
     check_overrides(["experiment=sst2", "-m", "optim.lr=1e-4,2e-4", "+foo=1", "hydra.run.dir=x"])
     check_overrides(["data.path=../shared/data/sst2", "task.labels=[a,b]", "trainer.max_epochs=2"])
+    check_overrides(["logger=[csv,tensorboard]", "-m", "task=classification,ner"])
 
 
 def test_wandb_goes_offline_without_an_api_key(tmp_path, monkeypatch):
