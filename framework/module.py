@@ -48,6 +48,14 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self(batch)
+        if not torch.isfinite(out["loss"]):
+            # Stop before the optimizer step spreads it into the weights; checkpoints already
+            # written stay as they are.
+            raise FloatingPointError(
+                f"training loss is {out['loss'].item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch {batch_idx}); lower optim.lr, or try "
+                "trainer.precision=32-true; the last good checkpoint is in the run directory"
+            )
         bs = batch["input_ids"].size(0)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         return out["loss"]

@@ -141,6 +141,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:  # a diverged run: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
 
 
 def main() -> None:

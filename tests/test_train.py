@@ -114,3 +114,33 @@ def test_ddp_sim_two_processes_sync_metrics_and_one_run_dir(tmp_path):
             metrics.update(out["preds"], out["target"])
     assert len(dm.splits["val"]) == 32
     assert abs(metrics.compute()["val/acc"].item() - m["val/acc"]) < 1e-6
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    cfg = compose(*FAST, f"paths.output_dir={tmp_path}")  # 4 batches of 16
+    _, dm, module = build(cfg)
+    step = module.task.step
+
+    def poisoned(head, hidden, batch):
+        out = step(head, hidden, batch)
+        if module.global_step == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(module.task, "step", poisoned)
+    ckpt = ModelCheckpoint(tmp_path / "checkpoints", save_last=True, every_n_train_steps=2)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, limit_val_batches=1,
+        num_sanity_val_steps=0, callbacks=[ckpt], logger=False, enable_progress_bar=False,
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 3"):
+        trainer.fit(module, datamodule=dm)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    assert state["global_step"] == 2  # the checkpoint of step 2 survives the NaN at step 3
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
