@@ -26,7 +26,8 @@ from framework.task import Task
 SPLITS = ("train", "val", "test")
 
 
-def _utf8_text(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """The text of ``path``; a ``UserError`` naming the line of the first non-UTF-8 byte."""
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig")
@@ -43,7 +44,7 @@ def read_table(path: str | Path) -> dict[str, list]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; check data.path and the file names")
-    text = _utf8_text(path)
+    text = read_utf8(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         records = []

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
+from framework.data import read_utf8
 from framework.errors import UserError
 from framework.registry import register_task
 from framework.task import pad, pad_tokens
@@ -199,10 +200,7 @@ class NER:
         """Sentences of a CoNLL column file: one word per line, blank lines between sentences."""
         if path.suffix.lower() not in CONLL_SUFFIXES:
             return None
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is not UTF-8; re-encode it as UTF-8") from None
+        lines = read_utf8(path).splitlines()
         tokens, tags, words, wtags, width = [], [], [], [], None
         for n, line in enumerate([*lines, ""], 1):
             fields = line.split()
