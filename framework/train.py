@@ -46,6 +46,14 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return out
 
 
+def build_task(task_cfg: DictConfig):
+    """The registered task named ``task_cfg.name``, with the rest of ``task_cfg`` as its args."""
+    from framework.registry import get_task
+
+    args = OmegaConf.to_container(task_cfg, resolve=True)
+    return get_task(task_cfg.name)(**{k: v for k, v in args.items() if k not in TASK_KEYS})
+
+
 def build(cfg: DictConfig) -> tuple:
     """(tokenizer, datamodule with encoded splits, module) as configured; nothing trained."""
     from transformers import AutoTokenizer
@@ -53,7 +61,6 @@ def build(cfg: DictConfig) -> tuple:
     from framework.data import DataModule
     from framework.module import TaskModule
     from framework.pretrained import build_encoder
-    from framework.registry import get_task
 
     tok_path = cfg.model.tokenizer or cfg.model.name_or_path
     if not tok_path:
@@ -64,12 +71,7 @@ def build(cfg: DictConfig) -> tuple:
         raise UserError(
             f"cannot load a tokenizer from {tok_path!r}: {str(e).splitlines()[0]}"
         ) from e
-    task_args = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
-        if k not in TASK_KEYS
-    }
-    task = get_task(cfg.task.name)(**task_args)
+    task = build_task(cfg.task)
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = DataModule(task, tokenizer, seed=cfg.seed, **data_args)
     datamodule.setup_data()

@@ -138,22 +138,35 @@ class EntityF1(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         preds = _cat(self.preds).view(-1, 4).cpu()
         target = _cat(self.target).view(-1).cpu()
-        best: dict[tuple[int, int], tuple[int, int, int]] = {}
-        for (row, word, cent, p), g in zip(preds.tolist(), target.tolist(), strict=True):
-            # most central copy; ties broken by value, so the result is independent of order
-            if (row, word) not in best or (cent, -p) > best[(row, word)][:2]:
-                best[(row, word)] = (cent, -p, g)
-        rows: dict[int, list[tuple[int, int, int]]] = {}
-        for (row, word), (_, neg_p, g) in sorted(best.items()):
-            rows.setdefault(row, []).append((word, -neg_p, g))
-        gold = [[self.labels[g] for _, _, g in words] for words in rows.values()]
-        pred = [[self.labels[p] for _, p, _ in words] for words in rows.values()]
+        rows = _stitch(preds, target)
+        gold = [[self.labels[g] for _, g in words] for words in rows.values()]
+        pred = [[self.labels[p] for p, _ in words] for words in rows.values()]
         scores = entity_scores(gold, pred)
         flat_gold = [t for seq in gold for t in seq]
         flat_pred = [t for seq in pred for t in seq]
         correct = sum(a == b for a, b in zip(flat_gold, flat_pred, strict=True))
         scores["token_acc"] = correct / len(flat_gold) if flat_gold else 0.0
         return {k: torch.tensor(v) for k, v in scores.items()}
+
+
+def _stitch(
+    preds: torch.Tensor, target: torch.Tensor | None = None
+) -> dict[int, list[tuple[int, int]]]:
+    """Packed (row, word, centrality, pred) + gold per sub-token -> row: [(pred, gold)] by word.
+
+    A word seen in several windows counts once: its most central copy; ties are broken by value,
+    so the result does not depend on the order of the copies (e.g. across processes).
+    """
+    preds = preds.view(-1, 4)
+    gold = target.tolist() if target is not None else [0] * len(preds)  # 0: unknown (decoding)
+    best: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for (row, word, cent, p), g in zip(preds.tolist(), gold, strict=True):
+        if (row, word) not in best or (cent, -p) > best[(row, word)][:2]:
+            best[(row, word)] = (cent, -p, int(g))
+    rows: dict[int, list[tuple[int, int]]] = {}
+    for (row, _), (_, neg_p, g) in sorted(best.items()):
+        rows.setdefault(row, []).append((-neg_p, g))
+    return rows
 
 
 def _cat(x: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -345,13 +358,7 @@ class NER:
 
     def decode(self, preds: torch.Tensor) -> list[dict]:
         """Packed predictions -> per row: word-level tags and entity spans (type, first, last)."""
-        best: dict[tuple[int, int], tuple[int, int]] = {}
-        for row, word, cent, p in preds.view(-1, 4).tolist():
-            if (row, word) not in best or (cent, -p) > best[(row, word)]:
-                best[(row, word)] = (cent, -p)
-        rows: dict[int, list[str]] = {}
-        for (row, _), (_, neg_p) in sorted(best.items()):
-            rows.setdefault(row, []).append(self.labels[-neg_p])
+        rows = {r: [self.labels[p] for p, _ in words] for r, words in _stitch(preds).items()}
         return [{"row": r, "tags": tags, "entities": entities(tags)} for r, tags in rows.items()]
 
     def hf_export(

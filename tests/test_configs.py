@@ -11,20 +11,13 @@ from framework.cli import check_overrides, group_options
 from framework.data import DataModule
 from framework.errors import UserError
 from framework.pretrained import build_encoder
-from framework.registry import get_task
+from framework.train import build_task
 from tests.conftest import compose
-
-TASK_KEYS = ("name", "monitor", "mode")
 
 
 def _instantiate(cfg, tmp_path, tokenizer):
     """Build everything ``framework.train.run`` builds, without training."""
-    task_args = {
-        k: v
-        for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
-        if k not in TASK_KEYS
-    }
-    task = get_task(cfg.task.name)(**task_args)
+    task = build_task(cfg.task)
     dm = DataModule(task, tokenizer, **OmegaConf.to_container(cfg.data, resolve=True))
     callbacks = [hydra.utils.instantiate(c) for c in cfg.callbacks.values() if c is not None]
     loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values() if c is not None]
