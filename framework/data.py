@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from typing import Any
 import lightning as L
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from framework.errors import UserError
 from framework.task import Task
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -138,6 +141,7 @@ class DataModule(L.LightningDataModule):
         self.length_grouping = length_grouping
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         self.splits: dict[str, list[dict[str, Any]]] = {}
+        self.packing_efficiency: dict[str, float] = {}
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -193,6 +197,8 @@ class DataModule(L.LightningDataModule):
             raise UserError("no train split: set data.train_file (or data.hub_splits.train)")
         for split, (ds, _) in raw.items():
             self.task.check_columns(ds.column_names, split)
+        if hasattr(self.task, "use_tokenizer"):  # e.g. MLM: special token ids, vocabulary size
+            self.task.use_tokenizer(self.tokenizer)
         self.task.setup(raw["train"][0][:])
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tok_id = (self.tokenizer.name_or_path, len(self.tokenizer), type(self.tokenizer).__name__)
@@ -215,50 +221,176 @@ class DataModule(L.LightningDataModule):
                 desc=f"encoding {split}",
             )
             self.splits[split] = encoded.to_list()
+            if not self.splits[split]:
+                raise UserError(f"the {split} split has no text to train or evaluate on")
+            if "segment_ids" in encoded.column_names:  # packed rows: how full they are
+                real = sum(len(f["input_ids"]) for f in self.splits[split])
+                slots = len(self.splits[split]) * self.max_length
+                msg = f"{split}: {len(self.splits[split])} packed rows, {real} tokens, "
+                log.info(msg + f"packing efficiency {real / slots:.3f} (real tokens / slots)")
+                self.packing_efficiency[split] = real / slots
 
     def setup(self, stage: str | None = None) -> None:
         self.setup_data()
 
     # -- loaders ---------------------------------------------------------------------------------
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         pad_id = self.tokenizer.pad_token_id or 0
         features = self.splits[split]
-        batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        sampler = None
-        if shuffle and self.length_grouping:
-            # Shuffled mega-batches sorted by length: batches of similar length, less padding.
-            from transformers.trainer_pt_utils import LengthGroupedSampler
-
-            lengths = [len(f["input_ids"]) for f in features]
-            generator = torch.Generator().manual_seed(self.seed)
-            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
-            shuffle = False
-        elif self.length_grouping:
+        trainer = self._trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        collate = partial(self.task.collate, pad_id=pad_id)
+        # The DataLoader's own generator: creating an iterator draws no number from the global RNG
+        # (which a resumed run must find as it was saved).
+        generator = torch.Generator().manual_seed(self.seed)
+        if split == "train":
+            sampler = TrainBatchSampler(
+                [len(f["input_ids"]) for f in features],
+                self.batch_size,
+                seed=self.seed,
+                group_by_length=self.length_grouping,
+                num_replicas=world,
+                rank=rank,
+            )
+            if trainer is not None:
+                # The epoch Lightning is in, and the batches of it already trained (checkpoints).
+                loops = trainer.fit_loop
+                sampler.epoch_fn = lambda: loops.epoch_progress.current.processed
+                consumed = lambda: loops.epoch_loop.batch_progress.current.processed  # noqa: E731
+            else:
+                consumed = lambda: 0  # noqa: E731
+            return ResumableLoader(
+                features,
+                consumed_fn=consumed,
+                batch_sampler=sampler,
+                collate_fn=collate,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                generator=generator,
+            )
+        if self.length_grouping:
             # Evaluation order does not change any metric: longest first, least padding.
             features = sorted(features, key=lambda f: -len(f["input_ids"]))
+        # Each process evaluates its own share, each example exactly once (no padding
+        # duplicates, unlike DistributedSampler); metrics sync their states.
         return DataLoader(
-            features,
-            batch_size=batch_size,
-            sampler=sampler,
-            shuffle=shuffle,
-            collate_fn=partial(self.task.collate, pad_id=pad_id),
+            features[rank::world],
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=generator,
         )
 
+    def num_train_batches(self, world_size: int = 1) -> int:
+        """Batches per epoch of each of ``world_size`` processes (as the training loader)."""
+        return batches_per_rank(len(self.splits["train"]), world_size, self.batch_size)
+
+    @property
+    def _trainer(self):
+        return getattr(self, "trainer", None)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     @property
     def has_test(self) -> bool:
         return "test" in self.splits
+
+
+def batches_per_rank(n: int, world_size: int, batch_size: int) -> int:
+    """Training batches per epoch of each process (examples wrap around to even out ranks)."""
+    per_rank = -(-n // world_size)
+    return -(-per_rank // batch_size)
+
+
+class TrainBatchSampler(Sampler[list[int]]):
+    """Training batches of a seeded order per epoch, split across processes, resumable in O(1).
+
+    The order is a permutation seeded by ``seed + epoch`` or, with ``group_by_length``, shuffled
+    mega-batches sorted by length (as the HF Trainer's ``group_by_length``). Each global batch of
+    ``batch_size * num_replicas`` consecutive examples is dealt out across the processes, so N
+    processes with batch B see exactly the batches of one process with batch N*B. Resuming
+    skips the batches already trained by index: no batch is loaded to skip it.
+
+    Written here because torch's ``DistributedSampler`` and transformers' length-grouped samplers
+    neither deal global batches this way nor skip to a position inside an epoch.
+    """
+
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int = 0,
+        group_by_length: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.group_by_length = group_by_length
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+        self.epoch_fn = None  # when set (by the data module), the epoch comes from the trainer
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> list[int]:
+        """This process's examples of ``epoch``, in order."""
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        n, world = len(self.lengths), self.num_replicas
+        if self.group_by_length:
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+
+            order = get_length_grouped_indices(self.lengths, self.batch_size * world, generator=g)
+        else:
+            order = torch.randperm(n, generator=g).tolist()
+        # Every process gets as many examples (as DistributedSampler does): wrap around.
+        total = -(-n // world) * world
+        order = (order * (1 + total // n))[:total]
+        return order[self.rank :: world]
+
+    def __len__(self) -> int:
+        return batches_per_rank(len(self.lengths), self.num_replicas, self.batch_size)
+
+    def __iter__(self):
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
+        start = 0
+        if self.resume_at is not None and self.resume_at[0] == epoch:
+            start = self.resume_at[1]
+        self.resume_at = None
+        mine = self.order(epoch)
+        for b in range(start, len(self)):
+            yield mine[b * self.batch_size : (b + 1) * self.batch_size]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position inside the epoch goes into checkpoints.
+
+    Lightning saves ``state_dict()`` of a training loader that has one and gives it back to
+    ``load_state_dict`` on resume; the batch sampler then starts at the next untrained batch.
+    """
+
+    def __init__(self, *args: Any, consumed_fn: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.consumed_fn = consumed_fn
+
+    def state_dict(self) -> dict[str, int]:
+        s = self.batch_sampler
+        epoch = s.epoch_fn() if s.epoch_fn is not None else s.epoch
+        return {"epoch": epoch, "batches": int(self.consumed_fn())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume_at = (state["epoch"], state["batches"])
 
 
 def _class_labels_to_names(ds: Dataset) -> Dataset:

@@ -104,8 +104,15 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.size(1), device=input_ids.device)  # (T,)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,  # (B, T); None: 0..T-1
+    ) -> torch.Tensor:
+        positions = position_ids
+        if positions is None:
+            positions = torch.arange(input_ids.size(1), device=input_ids.device)  # (T,)
         x = self.word_embeddings(input_ids)  # (B, T, H)
         x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.norm(x))
@@ -170,13 +177,20 @@ class Encoder(nn.Module):
         input_ids: torch.Tensor,  # (B, T) long
         attention_mask: torch.Tensor | None = None,  # (B, T), 1 for real tokens
         token_type_ids: torch.Tensor | None = None,  # (B, T) long
+        segment_ids: torch.Tensor | None = None,  # (B, T) long: packed documents
+        position_ids: torch.Tensor | None = None,  # (B, T) long: restart in each document
     ) -> torch.Tensor:  # (B, T, H)
+        """With ``segment_ids`` (several documents packed in one row), a token attends only to
+        the tokens of its own segment: the attention mask is block-diagonal."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-        x = self.embeddings(input_ids, token_type_ids)
+        if segment_ids is not None:
+            same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T)
+            keep = keep & same
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
         for layer in self.layers:
             x = layer(x, keep, self.attn_impl)
         return x
@@ -278,3 +292,8 @@ def tasklight_to_hf(state: dict[str, torch.Tensor], num_layers: int) -> dict[str
     if s:
         raise ValueError(f"unexpected encoder keys: {sorted(s)[:5]}")
     return hf
+
+
+def fsdp_units() -> set[type[nn.Module]]:
+    """The modules FSDP wraps as units (``trainer=fsdp``): one per encoder layer."""
+    return {Layer}

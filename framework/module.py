@@ -33,16 +33,28 @@ class TaskModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.encoder, self.task, self.head = encoder, task, head
+        if hasattr(head, "tie_to"):  # e.g. an MLM decoder shares the input embeddings
+            head.tie_to(encoder)
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.head_lr_scale = head_lr_scale
         self.betas, self.eps = tuple(betas), eps
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
 
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch the encoder sees: a task may change it first (masked LM masks tokens)."""
+        prepare = getattr(self.task, "prepare_batch", None)
+        return prepare(batch, self.training) if prepare is not None else batch
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A collated batch -> the task's outputs (``loss``, ``logits``, ``preds``, ``target``)."""
+        batch = self.prepare(batch)
         hidden = self.encoder(
-            batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("token_type_ids"),
+            batch.get("segment_ids"),
+            batch.get("position_ids"),
         )  # (B, T, H)
         return self.task.step(self.head, hidden, batch)
 
@@ -63,7 +75,8 @@ class TaskModule(L.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         out = self(batch)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(out["preds"], out["target"])
+        # A task may feed its metrics other tensors than (preds, target), e.g. masked-LM logits.
+        metrics.update(*out.get("metric_inputs", (out["preds"], out["target"])))
         bs = batch["input_ids"].size(0)
         self.log(f"{stage}/loss", out["loss"], sync_dist=True, batch_size=bs)
 
@@ -90,6 +103,25 @@ class TaskModule(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list:
         return self.task.decode(self(batch)["preds"])
 
+    def _stepping_batches(self) -> float:
+        """``trainer.estimated_stepping_batches``, computed without the training loader.
+
+        Lightning builds the loader, and starts iterating it, to estimate this, which happens here
+        before a checkpoint's position inside the epoch is restored: the resumed run would start
+        its epoch over. The data module knows its number of batches without a loader.
+        """
+        t = self.trainer
+        batches_of = getattr(t.datamodule, "num_train_batches", None)
+        if batches_of is None:
+            return t.estimated_stepping_batches
+        if t.max_epochs == -1:
+            return float("inf") if t.max_steps == -1 else t.max_steps
+        batches = batches_of(t.world_size)
+        limit = t.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        steps = math.ceil(batches / t.accumulate_grad_batches) * max(t.max_epochs, 1)
+        return min(steps, t.max_steps) if t.max_steps != -1 else steps
+
     def configure_optimizers(self) -> dict:
         # Biases and LayerNorm weights (the 1-d parameters) get no weight decay, as in BERT.
         # The freshly initialised head may learn faster than the pretrained encoder (head_lr_scale).
@@ -105,7 +137,7 @@ class TaskModule(L.LightningModule):
         opt = torch.optim.AdamW(
             [g for g in groups if g["params"]], lr=self.lr, betas=self.betas, eps=self.eps
         )
-        total = self.trainer.estimated_stepping_batches
+        total = self._stepping_batches()
         if math.isfinite(total):
             warmup = int(self.warmup_ratio * total)
             sched = get_linear_schedule_with_warmup(opt, warmup, int(total))

@@ -107,19 +107,77 @@ def build_encoder(
     attn_impl: AttnImpl = "sdpa",
     vocab_size: int | None = None,
     attention_dropout: float = 0.0,
+    hidden_dropout: float | None = None,
+    init_from: str | None = None,
 ) -> tuple[Encoder, dict[str, torch.Tensor]]:
-    """A pretrained encoder (``name_or_path``) or a freshly initialised one (``preset_name``)."""
-    if not 0.0 <= attention_dropout < 1.0:
-        raise UserError(f"model.attention_dropout must be in [0, 1), got {attention_dropout}")
+    """A pretrained encoder (``init_from``, else ``name_or_path``) or a freshly initialised one
+    (``preset_name``). ``hidden_dropout=None`` keeps the checkpoint's (or the preset's) value.
+    """
+    drop = {"attention_dropout": attention_dropout}
+    if hidden_dropout is not None:
+        drop["hidden_dropout"] = hidden_dropout
+    for key, value in drop.items():
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"model.{key} must be in [0, 1), got {value}")
+    if init_from:
+        encoder, extra, _ = load_init_from(init_from, attn_impl, **drop)
+        return encoder, extra
     if name_or_path:
-        return load_pretrained(name_or_path, attn_impl, attention_dropout=attention_dropout)
+        return load_pretrained(name_or_path, attn_impl, **drop)
     if not preset_name:
         raise UserError("set model.name_or_path (a checkpoint) or model.preset (random init)")
     from framework.encoder import preset
 
     try:
         sizes = {"vocab_size": vocab_size} if vocab_size else {}
-        cfg = preset(preset_name, attention_dropout=attention_dropout, **sizes)
+        cfg = preset(preset_name, **drop, **sizes)
     except ValueError as e:
         raise UserError(f"model.preset: {e}") from None
     return Encoder(cfg, attn_impl=attn_impl), {}
+
+
+def resolve_init_from(init_from: str) -> tuple[Path, Path | None]:
+    """``model.init_from`` -> (Hugging Face model directory, Lightning checkpoint or None).
+
+    A run directory gives its ``export/`` (the best checkpoint, with its tokenizer); a
+    ``.ckpt`` file gives the export of its run for the architecture and tokenizer, and its own
+    encoder weights.
+    """
+    path = Path(init_from).expanduser()
+    if path.is_file() and path.suffix == ".ckpt":
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        if not (run_dir / "export" / "config.json").is_file():
+            raise UserError(
+                f"model.init_from={init_from}: no export/ in its run directory {run_dir} to take "
+                "the architecture and tokenizer from; point model.init_from at a finished run"
+            )
+        return run_dir / "export", path
+    for candidate in (path / "export", path):
+        if (candidate / "config.json").is_file():
+            return candidate, None
+    raise UserError(
+        f"model.init_from={init_from} is neither a run directory with export/ nor a .ckpt "
+        "file; point it at the directory a pretraining run printed at its end"
+    )
+
+
+def load_init_from(
+    init_from: str, attn_impl: AttnImpl = "sdpa", **overrides: object
+) -> tuple[Encoder, dict[str, torch.Tensor], Path]:
+    """(encoder, other checkpoint tensors, tokenizer directory) of ``model.init_from``."""
+    model_dir, ckpt = resolve_init_from(init_from)
+    encoder, extra = load_pretrained(str(model_dir), attn_impl, **overrides)
+    if ckpt is not None:
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        except Exception as e:
+            raise UserError(f"model.init_from={init_from}: cannot read it ({e})") from None
+        enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+        try:
+            encoder.load_state_dict(enc, strict=True)
+        except RuntimeError as e:
+            raise UserError(
+                f"model.init_from={init_from}: its encoder does not match its run's export "
+                f"({str(e).splitlines()[0]})"
+            ) from None
+    return encoder, extra, model_dir

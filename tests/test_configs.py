@@ -43,6 +43,15 @@ def test_experiments_compose_and_instantiate(experiment, tmp_path, tokenizer):
 @pytest.mark.parametrize("trainer", group_options("trainer"))
 def test_trainers_instantiate(trainer, tmp_path, tokenizer):
     cfg = compose(*_cpu([f"trainer={trainer}", f"paths.output_dir={tmp_path}"]))
+    if trainer == "fsdp" and not torch.cuda.is_available():  # Lightning's FSDP needs a GPU
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        from framework.encoder import Layer
+
+        strategy = hydra.utils.instantiate(cfg.trainer.strategy)
+        assert isinstance(strategy, FSDPStrategy)
+        assert strategy.kwargs["auto_wrap_policy"]._module_classes == {Layer}
+        return
     _, _, t = _instantiate(cfg, tmp_path, tokenizer)
     if trainer == "ddp_sim":
         assert t.num_devices == 2 and t.strategy.process_group_backend == "gloo"

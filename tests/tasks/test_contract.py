@@ -58,7 +58,9 @@ def test_overfits_one_small_batch(task_name, tokenizer):
     module.eval()
     with torch.no_grad():
         final = module(batch)["loss"].item()
-    assert final < 0.1 * first, (first, final)
+    # Below 0.3 x the start: a classifier goes from ln(2) to ~0, a masked LM from ln(30522) to
+    # about 2 (it learns its synthetic document's words, then their positions).
+    assert final < 0.3 * first, (first, final)
 
 
 def test_save_load_same_predictions(task_name, tokenizer, tmp_path):
@@ -85,10 +87,13 @@ def test_hf_export_loads_in_transformers_with_same_logits(task_name, tokenizer, 
     hf = hf_cls.from_pretrained(out_dir, attn_implementation="eager").eval()
     with torch.no_grad():
         ours = module(batch)["logits"]
+        prepared = module.prepare(batch)  # what the encoder sees (e.g. masked tokens)
         inputs = {
-            k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch
+            k: prepared[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch
         }
         theirs = hf(**inputs).logits
+        if hasattr(module.task, "hf_logits"):  # a task that predicts at some positions only
+            theirs = module.task.hf_logits(theirs, prepared)
     assert ours.shape == theirs.shape
     assert (ours - theirs).abs().max().item() <= 1e-4
     assert transformers.AutoTokenizer.from_pretrained(out_dir)("hi")["input_ids"][0] == 101

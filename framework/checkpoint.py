@@ -1,0 +1,176 @@
+"""Fault-tolerant checkpoints: atomic writes, RNG state, finding the newest valid one to resume.
+
+Written here because Lightning's default writer is not atomic on local disks in the way a killed
+job needs: it stages the bytes in a temporary file from ``tempfile`` (often another file system,
+``/tmp``) and moves it over, which becomes copy-then-delete and can leave a partial file under
+the final name; it does not fsync either. Lightning does not store RNG states in checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from framework.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CKPT_SUFFIX = ".ckpt"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not supported (some network file systems)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write ``path`` as a whole or not at all: a temporary file next to it, fsync, rename.
+
+    A kill during a save leaves the previous file under ``path`` and at most a hidden
+    ``.NAME.tmpPID`` file, which resuming ignores and removes.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                self._write(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
+    def _write(self, checkpoint: dict[str, Any], f: Any) -> None:
+        torch.save(checkpoint, f)
+
+
+def rng_states() -> dict[str, Any]:
+    """This process's RNG states, as types that ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+
+
+class RNGStateCallback(Callback):
+    """Saves the RNG states of every process (torch, numpy, Python, CUDA) and restores them.
+
+    With them a resumed run draws the same dropout masks as an uninterrupted one. Each process
+    gets its own state back (gathered to the saving process, by rank on load).
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        state = rng_states()
+        states = [state]
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            states = [None] * trainer.world_size
+            torch.distributed.all_gather_object(states, state)
+        checkpoint["rng_states"] = states
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        if len(states) != trainer.world_size:
+            log.warning(
+                "checkpoint holds RNG states of %d processes, this run has %d: the resumed run "
+                "draws different random numbers (dropout) than an uninterrupted one",
+                len(states),
+                trainer.world_size,
+            )
+        set_rng_states(states[trainer.global_rank % len(states)])
+
+
+def _is_valid(path: Path) -> int | None:
+    """The checkpoint's global step, or None when ``path`` is not a complete Lightning one."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # truncated, not a checkpoint, unreadable
+        log.warning("skipping checkpoint %s: cannot be read (%s)", path, type(e).__name__)
+        return None
+    if not isinstance(ckpt, dict) or not {"state_dict", "global_step", "loops"} <= set(ckpt):
+        log.warning("skipping checkpoint %s: not a complete training checkpoint", path)
+        return None
+    return int(ckpt["global_step"])
+
+
+def checkpoints_of(run_dir: Path) -> list[Path]:
+    """Checkpoint files of a run: ``checkpoints/*.ckpt`` and SLURM's ``hpc_ckpt_*.ckpt``."""
+    files = list((run_dir / "checkpoints").glob(f"*{CKPT_SUFFIX}"))
+    files += run_dir.glob(f"hpc_ckpt_*{CKPT_SUFFIX}")
+    return [f for f in files if f.is_file() and not f.name.startswith(".")]
+
+
+def newest_valid_checkpoint(run_dir: Path) -> Path | None:
+    """The valid checkpoint with the highest step (latest written among equals), or None."""
+    best: tuple[int, int] | None = None
+    found = None
+    for f in checkpoints_of(run_dir):
+        step = _is_valid(f)
+        if step is None:
+            continue
+        key = (step, f.stat().st_mtime_ns)
+        if best is None or key > best:
+            best, found = key, f
+    return found
+
+
+def resolve_resume(run_dir: Path, resume: str | None, ckpt_path: str | None) -> str | None:
+    """The checkpoint to start from: ``ckpt_path``, the newest of ``run_dir`` (``resume=auto``)."""
+    if resume not in (None, "auto"):
+        raise UserError(f"resume={resume!r}: use resume=auto (or ckpt_path=FILE)")
+    if ckpt_path is not None:
+        if resume is not None:
+            raise UserError("set either resume=auto or ckpt_path=FILE, not both")
+        if not Path(ckpt_path).is_file():
+            raise UserError(f"ckpt_path {ckpt_path} does not exist")
+        if _is_valid(Path(ckpt_path)) is None:
+            raise UserError(
+                f"ckpt_path {ckpt_path} is not a complete training checkpoint (truncated or "
+                "weights only); pick another file in the run's checkpoints/ folder"
+            )
+        return ckpt_path
+    if resume == "auto":
+        for stale in (run_dir / "checkpoints").glob(".*.tmp*"):  # left by a kill during a save
+            stale.unlink(missing_ok=True)
+        found = newest_valid_checkpoint(run_dir)
+        return str(found) if found is not None else None
+    return None

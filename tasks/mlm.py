@@ -1,0 +1,301 @@
+"""Masked-language-model pretraining (BERT's objective), from scratch or continued.
+
+Documents are tokenized once and packed into rows of ``data.max_length`` tokens; each piece of a
+document is ``[CLS] ... [SEP]`` and attends only to itself (the encoder gets ``segment_ids``, a
+block-diagonal attention mask, and positions that restart in every piece), so packing wastes no
+slots on padding and lets no document see another.
+
+Masking is dynamic: drawn anew for every training batch, on the batch's device, in the training
+step (so it uses the RNG that checkpoints save). ``mlm_probability`` of the tokens (or of the
+words, with ``whole_word``) are chosen; of those 80% become ``[MASK]``, 10% a random token and
+10% stay. Special tokens are never chosen. Validation masks are fixed (seeded by the batch's
+content), so validation perplexity is comparable between evaluations and runs.
+
+The head (dense + GELU + LayerNorm, then a decoder tied to the input embeddings) runs only at
+the chosen positions: no vocabulary-sized logits for the other 85% of the tokens, which is most of
+the head's cost. Metrics: masked-token accuracy and perplexity (exp of the mean masked-token
+cross-entropy). The export is a ``BertForMaskedLM`` (``pipeline("fill-mask")`` loads it).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.text import Perplexity
+
+from framework.data import read_utf8
+from framework.errors import UserError
+from framework.registry import register_task
+from framework.task import pad
+
+TEXT_SUFFIXES = (".txt", ".raw", ".text")
+
+
+class MLMHead(nn.Module):
+    """BERT's prediction head; the decoder weight is the encoder's word embedding matrix."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        nn.init.normal_(self.dense.weight, std=0.02)
+        nn.init.zeros_(self.dense.bias)
+        self._embedding: list[nn.Embedding] = []  # not a submodule: the encoder owns it
+
+    def tie_to(self, encoder: nn.Module) -> None:
+        self._embedding[:] = [encoder.embeddings.word_embeddings]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (M, H) -> (M, V)
+        if not self._embedding:
+            raise RuntimeError("MLMHead.tie_to(encoder) was not called")
+        h = self.norm(F.gelu(self.dense(h)))
+        return F.linear(h, self._embedding[0].weight, self.bias)
+
+
+class _MaskedPerplexity(Perplexity):
+    """Perplexity of (M, V) logits at masked positions and their (M,) targets."""
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(preds.unsqueeze(0).float(), target.unsqueeze(0))
+
+
+@register_task("mlm")
+class MaskedLM:
+    def __init__(
+        self,
+        text_column: str = "text",
+        documents: str = "line",
+        mlm_probability: float = 0.15,
+        whole_word: bool = False,
+    ) -> None:
+        if documents not in ("line", "blank"):
+            raise UserError(f"task.documents={documents!r}: use line or blank")
+        if not 0.0 < mlm_probability < 1.0:
+            raise UserError(f"task.mlm_probability must be in (0, 1), got {mlm_probability}")
+        self.text_column, self.documents = text_column, documents
+        self.mlm_probability, self.whole_word = mlm_probability, whole_word
+        self.vocab_size: int | None = None
+        self.mask_id = self.cls_id = self.sep_id = self.pad_id = None
+
+    # -- data ------------------------------------------------------------------------------------
+
+    def read_file(self, path: Path) -> dict[str, list] | None:
+        """Raw text: one document per line, or (``documents=blank``) per blank-line block."""
+        if path.suffix.lower() not in TEXT_SUFFIXES:
+            return None
+        text = read_utf8(path)
+        if self.documents == "line":
+            docs = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        else:
+            blocks = [b.split("\n") for b in text.replace("\r\n", "\n").split("\n\n")]
+            docs = [" ".join(ln.strip() for ln in b if ln.strip()) for b in blocks]
+            docs = [d for d in docs if d]
+        if not docs:
+            raise UserError(f"{path} has no text; every split needs at least one document")
+        return {self.text_column: docs}
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        """Token ids the masking needs (called by the data module, and by ``encode``)."""
+        missing = [
+            n
+            for n in ("mask_token_id", "cls_token_id", "sep_token_id")
+            if getattr(tokenizer, n) is None
+        ]
+        if missing:
+            raise UserError(
+                f"the tokenizer has no {', '.join(missing)}; MLM needs a BERT-style one"
+            )
+        self.vocab_size = len(tokenizer)
+        self.mask_id, self.cls_id = tokenizer.mask_token_id, tokenizer.cls_token_id
+        self.sep_id, self.pad_id = tokenizer.sep_token_id, tokenizer.pad_token_id or 0
+
+    def setup(self, train_rows: dict[str, list]) -> None:
+        pass
+
+    def check_columns(self, columns: list[str], split: str) -> None:
+        if self.text_column not in columns:
+            raise UserError(
+                f"the {split} split has no column {self.text_column!r} (columns: {columns}); "
+                "set task.text_column"
+            )
+
+    def encode(
+        self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
+    ) -> dict[str, list]:
+        """Documents -> packed rows of at most ``max_length`` tokens (several pieces per row)."""
+        self.use_tokenizer(tokenizer)
+        if max_length < 8:
+            raise UserError(f"data.max_length={max_length} is too short for MLM; use >= 8")
+        texts = [t for t in rows[self.text_column] if t and t.strip()]
+        out: dict[str, list] = {"input_ids": [], "segment_ids": [], "position_ids": [],
+                                "word_starts": []}  # fmt: skip
+        if not texts:
+            return out
+        enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
+                        return_token_type_ids=False)  # fmt: skip
+        row: dict[str, list] = {k: [] for k in out}
+
+        def flush() -> None:
+            if row["input_ids"]:
+                for k in out:
+                    out[k].append(row[k])
+                    row[k] = []
+
+        for i, ids in enumerate(enc["input_ids"]):
+            words = enc.word_ids(i)
+            starts = [int(j == 0 or words[j] != words[j - 1]) for j in range(len(ids))]
+            pos = 0
+            while pos < len(ids):
+                room = max_length - len(row["input_ids"])
+                if room < 3:  # [CLS] + one token + [SEP]
+                    flush()
+                    room = max_length
+                take = min(len(ids) - pos, room - 2)
+                seg = row["segment_ids"][-1] + 1 if row["segment_ids"] else 0
+                row["input_ids"] += [self.cls_id, *ids[pos : pos + take], self.sep_id]
+                row["segment_ids"] += [seg] * (take + 2)
+                row["position_ids"] += list(range(take + 2))
+                row["word_starts"] += [1, 1, *starts[pos + 1 : pos + take], 1]
+                pos += take
+        flush()
+        return out
+
+    def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+        ids = [f["input_ids"] for f in features]
+        return {
+            "input_ids": pad(ids, pad_id),
+            "attention_mask": pad([[1] * len(s) for s in ids], 0),
+            "segment_ids": pad([f["segment_ids"] for f in features], -1),
+            "position_ids": pad([f["position_ids"] for f in features], 0),
+            "word_starts": pad([f["word_starts"] for f in features], 1),
+        }
+
+    # -- masking ---------------------------------------------------------------------------------
+
+    def prepare_batch(self, batch: dict[str, torch.Tensor], training: bool) -> dict[str, Any]:
+        """Choose masked positions, replace them (80/10/10) and add ``labels`` (-100 elsewhere)."""
+        if "labels" in batch:  # already prepared
+            return batch
+        ids = batch["input_ids"]
+        generator = None
+        if not training:  # fixed masks for evaluation, whatever the order of batches
+            seed = int(ids[:, :16].sum().item()) * 1_000_003 + ids.numel()
+            generator = torch.Generator(device=ids.device).manual_seed(seed)
+        chosen = self.choose(ids, batch["attention_mask"], batch.get("word_starts"), generator)
+        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+        u = torch.rand(ids.shape, device=ids.device, generator=generator)
+        random_ids = torch.randint(
+            self.vocab_size, ids.shape, device=ids.device, generator=generator
+        )
+        new = torch.where(chosen & (u < 0.8), torch.full_like(ids, self.mask_id), ids)
+        new = torch.where(chosen & (u >= 0.8) & (u < 0.9), random_ids, new)
+        return {**batch, "input_ids": new, "labels": labels}
+
+    def choose(
+        self,
+        ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor,  # (B, T)
+        word_starts: torch.Tensor | None,  # (B, T), 1 where a word begins
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:  # (B, T) bool
+        """Positions to predict: ``mlm_probability`` of the tokens, or of the whole words."""
+        maskable = attention_mask.bool() & (ids != self.cls_id) & (ids != self.sep_id)
+        maskable &= ids != self.pad_id
+        u = torch.rand(ids.shape, device=ids.device, generator=generator)
+        if self.whole_word and word_starts is not None:
+            # A word's draw is the draw at its first token; its other tokens copy it.
+            word = torch.cumsum(word_starts, dim=1) - 1  # (B, T) word index in the row
+            u = torch.gather(u, 1, _first_token_of_word(word))
+        chosen = (u < self.mlm_probability) & maskable
+        # At least one position per batch, so that the loss is defined.
+        if not chosen.any() and maskable.any():
+            first = maskable.flatten().nonzero()[0]
+            chosen.view(-1)[first] = True
+        return chosen
+
+    # -- model -----------------------------------------------------------------------------------
+
+    def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
+        if self.vocab_size is None:
+            raise UserError("the MLM task has no tokenizer yet (encode or use_tokenizer first)")
+        head = MLMHead(hidden_size, self.vocab_size)
+        prefix = "cls.predictions."
+        if f"{prefix}transform.dense.weight" in pretrained:  # continued pretraining: keep it
+            head.dense.weight.data.copy_(pretrained[f"{prefix}transform.dense.weight"])
+            head.dense.bias.data.copy_(pretrained[f"{prefix}transform.dense.bias"])
+            head.norm.weight.data.copy_(pretrained[f"{prefix}transform.LayerNorm.weight"])
+            head.norm.bias.data.copy_(pretrained[f"{prefix}transform.LayerNorm.bias"])
+            head.bias.data.copy_(pretrained[f"{prefix}bias"][: self.vocab_size])
+        return head
+
+    def step(
+        self, head: nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        labels = batch["labels"]  # (B, T), -100 where not predicted
+        chosen = labels != -100
+        logits = head(hidden[chosen])  # (M, V): only the chosen positions
+        target = labels[chosen]  # (M,)
+        loss = F.cross_entropy(logits.float(), target)
+        preds = torch.full_like(labels, -100)
+        preds[chosen] = logits.argmax(-1)
+        return {
+            "loss": loss, "logits": logits, "preds": preds, "target": labels,
+            "metric_inputs": (logits.detach(), target),
+        }  # fmt: skip
+
+    def metrics(self) -> MetricCollection:
+        return MetricCollection({
+            "acc": MulticlassAccuracy(self.vocab_size, average="micro"),
+            "perplexity": _MaskedPerplexity(),
+        })  # fmt: skip
+
+    def decode(self, preds: torch.Tensor) -> list:
+        """Per row: the predicted token id at each masked position (position -> id)."""
+        return [{int(j): int(row[j]) for j in (row != -100).nonzero().flatten()} for row in preds]
+
+    def hf_logits(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``BertForMaskedLM``'s (B, T, V) logits at the positions this task predicts."""
+        return logits[batch["labels"] != -100]
+
+    def hf_export(
+        self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module
+    ) -> tuple[dict, dict[str, torch.Tensor]]:
+        config = {**hf_encoder_config, "architectures": ["BertForMaskedLM"],
+                  "tie_word_embeddings": True}  # fmt: skip
+        state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
+        p = "cls.predictions."
+        state[f"{p}transform.dense.weight"] = head.dense.weight
+        state[f"{p}transform.dense.bias"] = head.dense.bias
+        state[f"{p}transform.LayerNorm.weight"] = head.norm.weight
+        state[f"{p}transform.LayerNorm.bias"] = head.norm.bias
+        state[f"{p}bias"] = head.bias
+        state[f"{p}decoder.weight"] = hf_encoder_state["embeddings.word_embeddings.weight"]
+        state[f"{p}decoder.bias"] = head.bias
+        return config, state
+
+    def synthetic_rows(self, n: int, seed: int) -> dict[str, list]:
+        rng = random.Random(seed)
+        words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "home"]
+        # One random document, repeated: a masked word follows from its position. 30 one-token
+        # words + [CLS] + [SEP] fill a 32-token row: one document per row, as transformers sees
+        # them (it has no packed attention) in the export check.
+        doc = " ".join(rng.choices(words, k=30))
+        return {self.text_column: [doc] * n}
+
+
+def _first_token_of_word(word: torch.Tensor) -> torch.Tensor:
+    """(B, T) index of the first token of each token's word (``word`` counts words per row)."""
+    T = word.size(1)
+    pos = torch.arange(T, device=word.device).expand_as(word)
+    # The first position of word w is the smallest position whose word index is w.
+    first = torch.full_like(word, T)
+    first.scatter_reduce_(1, word.clamp(min=0), pos, reduce="amin")
+    return torch.gather(first, 1, word.clamp(min=0))

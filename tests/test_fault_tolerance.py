@@ -1,0 +1,243 @@
+"""Resume, atomic checkpoints, SLURM requeue, run directories, wandb run ids, DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from framework.checkpoint import AtomicCheckpointIO, newest_valid_checkpoint, resolve_resume
+from framework.config import run_name
+from framework.errors import UserError
+from framework.train import check_precision, cpu_has_native_bf16
+from tests.conftest import ROOT, compose, run_cli
+
+# A tiny run of 2 epochs x 6 batches with dropout on, a checkpoint after every step.
+RESUMABLE = (
+    "model=tiny", "callbacks=none", "trainer.accelerator=cpu", "trainer.max_epochs=2",
+    "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1",
+    "data.max_train_samples=96", "data.max_eval_samples=32",
+    "callbacks.step_checkpoint.every_n_train_steps=1",
+)  # fmt: skip
+
+
+def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "framework.train", *args],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before {path} appeared: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > end:
+            raise AssertionError(f"{path} did not appear")
+        time.sleep(0.02)
+
+
+def _state(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, weights_only=False, map_location="cpu")["state_dict"]
+
+
+def _val(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in m.items() if k.startswith("val/")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    proc = run_cli(*RESUMABLE, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_sigkill_then_resume_auto_equals_an_uninterrupted_run(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(*RESUMABLE, f"hydra.run.dir={run_dir}", "resume=auto")
+    _wait_for(run_dir / "checkpoints" / "step8.ckpt", proc)  # mid-epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "metrics.json").exists()
+    # The same command again continues the run from its newest checkpoint.
+    again = run_cli(*RESUMABLE, f"hydra.run.dir={run_dir}", "resume=auto")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming from " + str(run_dir / "checkpoints" / "step") in again.stdout
+    # Same weights after the last step (same data order, same dropout masks), same metrics.
+    a, b = (
+        _state(uninterrupted / "checkpoints" / "step12.ckpt"),
+        _state(run_dir / "checkpoints" / "step12.ckpt"),
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _val(run_dir) == _val(uninterrupted)
+    # The CSV log keeps the rows written before the kill.
+    steps = [line.split(",")[1] for line in (run_dir / "csv" / "metrics.csv").read_text().split()]
+    assert "0" in steps and "11" in steps
+
+
+def test_resume_auto_on_an_empty_directory_starts_the_run(tmp_path):
+    run_dir = tmp_path / "fresh"
+    proc = run_cli("model=tiny", "debug=fast", "callbacks=none", "trainer.accelerator=cpu",
+                   f"hydra.run.dir={run_dir}", "resume=auto")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Starting {run_dir}" in proc.stdout and (run_dir / "metrics.json").is_file()
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    good = {"state_dict": {"w": torch.ones(3)}, "global_step": 4, "loops": {}}
+    AtomicCheckpointIO().save_checkpoint(good, path)
+
+    class Dies(AtomicCheckpointIO):
+        def _write(self, checkpoint, f):
+            f.write(b"partial bytes")
+            raise KeyboardInterrupt  # the process stops in the middle of the write
+
+    with pytest.raises(KeyboardInterrupt):
+        Dies().save_checkpoint({**good, "global_step": 5}, path)
+    assert torch.load(path, weights_only=False)["global_step"] == 4
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_resume_picks_the_newest_valid_checkpoint(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    io = AtomicCheckpointIO()
+    for step in (2, 6):
+        io.save_checkpoint(
+            {"state_dict": {}, "global_step": step, "loops": {}}, ckpts / f"s{step}.ckpt"
+        )
+    (ckpts / "s9.ckpt").write_bytes(b"PK\x03\x04 truncated")  # a newer file, but corrupt
+    (ckpts / ".last.ckpt.tmp123").write_bytes(b"left by a SIGKILL")
+    torch.save({"state_dict": {}}, ckpts / "weights_only.ckpt")
+    assert newest_valid_checkpoint(tmp_path) == ckpts / "s6.ckpt"
+    assert resolve_resume(tmp_path, "auto", None) == str(ckpts / "s6.ckpt")
+    assert not (ckpts / ".last.ckpt.tmp123").exists()
+    assert resolve_resume(tmp_path / "empty", "auto", None) is None
+    with pytest.raises(UserError, match="not a complete training checkpoint"):
+        resolve_resume(tmp_path, None, str(ckpts / "s9.ckpt"))
+    with pytest.raises(UserError, match="use resume=auto"):
+        resolve_resume(tmp_path, "yes", None)
+    with pytest.raises(UserError, match="not both"):
+        resolve_resume(tmp_path, "auto", str(ckpts / "s6.ckpt"))
+
+
+def test_slurm_pre_timeout_signal_checkpoints_requeues_and_the_requeued_job_resumes(tmp_path):
+    stub_dir = tmp_path / "bin"
+    stub_dir.mkdir()
+    calls = tmp_path / "scontrol_calls"
+    stub = stub_dir / "scontrol"  # stands in for SLURM's requeue command
+    stub.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    env = {
+        "PATH": f"{stub_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "tasklight", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+    }  # fmt: skip
+    args = (
+        *RESUMABLE,
+        "trainer.max_epochs=30",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "resume=auto",
+    )
+    run_dir = tmp_path / "logs" / "runs" / "slurm" / "classification_4242"  # the job id, no clock
+    proc = _start(*args, env=env)
+    _wait_for(run_dir / "checkpoints" / "step3.ckpt", proc)
+    proc.send_signal(signal.SIGUSR1)  # SLURM's warning before the time limit
+    _wait_for(calls, proc)
+    hpc = run_dir / "hpc_ckpt_1.ckpt"
+    _wait_for(hpc, proc)
+    proc.send_signal(signal.SIGKILL)  # the time limit
+    proc.wait()
+    assert calls.read_text().split() == ["requeue", "4242"]
+    hpc_step = torch.load(hpc, weights_only=False)["global_step"]
+    assert hpc_step >= 3
+    # The requeued job: same command, same job id -> same directory, resumes and finishes.
+    requeued = subprocess.run(
+        [sys.executable, "-m", "framework.train", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+    )  # fmt: skip
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert "Resuming from " + str(run_dir) in requeued.stdout
+    assert json.loads((run_dir / "metrics.json").read_text())["val/acc"] >= 0
+
+
+def test_wandb_offline_run_keeps_its_id_after_a_restart(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ("model=tiny", "debug=fast", "callbacks=none", "trainer.accelerator=cpu",
+            "logger=wandb", f"hydra.run.dir={run_dir}", "resume=auto")  # fmt: skip
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming from" in second.stdout
+    runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.endswith(f"-{run_id}") for r in runs), runs
+
+
+def test_ddp_sim_trains_like_one_process_with_the_same_global_batch(tmp_path):
+    # Dropout off: two processes draw different masks than one. 4 global batches of 16.
+    common = ("model=tiny", "debug=fast", "callbacks=none", "model.hidden_dropout=0",
+              "task.dropout=0", "trainer.limit_val_batches=1.0",
+              "data.eval_batch_size=8")  # fmt: skip
+    one = tmp_path / "one"
+    p1 = run_cli(*common, "trainer.accelerator=cpu", "data.batch_size=16", f"hydra.run.dir={one}")
+    assert p1.returncode == 0, p1.stderr[-3000:]
+    logs = tmp_path / "ddp_logs"
+    p2 = run_cli(*common, "trainer=ddp_sim", "data.batch_size=8", f"paths.log_dir={logs}")
+    assert p2.returncode == 0, p2.stderr[-3000:]
+    run_dirs = [p.parent for p in logs.glob("runs/*/*/.hydra")]
+    assert len(run_dirs) == 1, run_dirs  # no duplicate run directory from the second rank
+    m1, m2 = _val(one), _val(run_dirs[0])
+    assert m1.keys() == m2.keys() and all(abs(m1[k] - m2[k]) <= 1e-4 for k in m1), (m1, m2)
+    a, b = (
+        _state(one / "checkpoints" / "last.ckpt"),
+        _state(run_dirs[0] / "checkpoints" / "last.ckpt"),
+    )
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_run_names_are_shared_by_a_job_and_unique_between_jobs():
+    assert run_name("ner", {"SLURM_JOB_ID": "77"}) == "slurm/ner_77"
+    array = {"SLURM_JOB_ID": "80", "SLURM_ARRAY_JOB_ID": "79", "SLURM_ARRAY_TASK_ID": "3"}
+    assert run_name("ner", array) == "slurm/ner_79_3"
+    assert run_name("ner", {"TORCHELASTIC_RUN_ID": "exp1"}) == "torchrun/ner_exp1"
+    assert run_name("ner", {"TORCHELASTIC_RUN_ID": "none"}) == f"torchrun/ner_pid{os.getppid()}"
+    plain = run_name("ner", {})
+    assert plain.endswith(f"_ner_{os.getpid()}") and plain.count("/") == 1
+    # Two jobs started in the same second get different directories.
+    out = subprocess.run(
+        [sys.executable, "-c", "from framework.config import run_name; print(run_name('ner', {}))"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() != plain
+
+
+def test_bf16_on_a_cpu_without_it_warns(monkeypatch):
+    assert cpu_has_native_bf16("flags : fpu avx2 avx512f avx512_bf16") is True
+    assert cpu_has_native_bf16("flags : fpu avx2 avx512f") is False
+    monkeypatch.setattr("framework.train.cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without native bfloat16"):
+        check_precision(compose("trainer=cpu", "trainer.precision=bf16-mixed").trainer)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_precision(compose("trainer=cpu").trainer)  # 32-true: no warning
