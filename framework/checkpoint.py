@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from framework.errors import UserError
@@ -88,7 +89,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RNGStateCallback(Callback):
-    """Saves the RNG states of every process (torch, numpy, Python, CUDA) and restores them.
+    """Saves the RNG states of every process (torch, numpy, Python, CUDA) and restores them, and
+    hands the training loader's saved position to the data module.
 
     With them a resumed run draws the same dropout masks as an uninterrupted one. Each process
     gets its own state back (gathered to the saving process, by rank on load).
@@ -106,6 +108,14 @@ class RNGStateCallback(Callback):
         checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        # The training loader's position inside its epoch, for the data module (see
+        # framework.data.ResumableLoader).
+        fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        loader_states = fit_state.get("combined_loader") or []
+        if loader_states and hasattr(trainer.datamodule, "resume_position"):
+            trainer.datamodule.resume_position = (
+                loader_states[0]["epoch"], loader_states[0]["batches"]
+            )  # fmt: skip
         states = checkpoint.get("rng_states")
         if not states:
             return
@@ -117,6 +127,20 @@ class RNGStateCallback(Callback):
                 trainer.world_size,
             )
         set_rng_states(states[trainer.global_rank % len(states)])
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` every N steps, except after the last batch of an epoch.
+
+    Resuming from a checkpoint taken there skips that epoch's validation (Lightning goes on to the
+    next epoch), so its metric never reaches the best-checkpoint choice; without it the run
+    resumes from the step before, redoes the last steps and validates as an uninterrupted run.
+    """
+
+    def on_train_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, *args, **kwargs)
 
 
 def _is_valid(path: Path) -> int | None:

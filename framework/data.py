@@ -142,6 +142,8 @@ class DataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         self.splits: dict[str, list[dict[str, Any]]] = {}
         self.packing_efficiency: dict[str, float] = {}
+        # (epoch, batches trained) from a checkpoint, for the next training loader (resume).
+        self.resume_position: tuple[int, int] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -253,16 +255,12 @@ class DataModule(L.LightningDataModule):
                 num_replicas=world,
                 rank=rank,
             )
-            if trainer is not None:
-                # The epoch Lightning is in, and the batches of it already trained (checkpoints).
+            if trainer is not None:  # the epoch Lightning is in
                 loops = trainer.fit_loop
                 sampler.epoch_fn = lambda: loops.epoch_progress.current.processed
-                consumed = lambda: loops.epoch_loop.batch_progress.current.processed  # noqa: E731
-            else:
-                consumed = lambda: 0  # noqa: E731
+            sampler.resume_at, self.resume_position = self.resume_position, None
             return ResumableLoader(
                 features,
-                consumed_fn=consumed,
                 batch_sampler=sampler,
                 collate_fn=collate,
                 num_workers=self.num_workers,
@@ -340,6 +338,9 @@ class TrainBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self.epoch_fn = None  # when set (by the data module), the epoch comes from the trainer
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
+        # [epoch, batches trained in it]: the module counts each batch it trains on
+        # (``batch_trained``); checkpoints save it.
+        self.progress = [0, 0]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -368,6 +369,7 @@ class TrainBatchSampler(Sampler[list[int]]):
         if self.resume_at is not None and self.resume_at[0] == epoch:
             start = self.resume_at[1]
         self.resume_at = None
+        self.progress = [epoch, start]
         mine = self.order(epoch)
         for b in range(start, len(self)):
             yield mine[b * self.batch_size : (b + 1) * self.batch_size]
@@ -376,18 +378,19 @@ class TrainBatchSampler(Sampler[list[int]]):
 class ResumableLoader(DataLoader):
     """A DataLoader whose position inside the epoch goes into checkpoints.
 
-    Lightning saves ``state_dict()`` of a training loader that has one and gives it back to
-    ``load_state_dict`` on resume; the batch sampler then starts at the next untrained batch.
+    Lightning saves ``state_dict()`` of a training loader that has one (in the fit loop's state).
+    On resume the data module reads it back (``RNGStateCallback`` hands it over; Lightning's own
+    ``load_state_dict`` call is skipped after some chains of restarts) and the batch sampler
+    starts at the next untrained batch. Batches are counted when trained, not when fetched:
+    Lightning fetches one batch ahead.
     """
 
-    def __init__(self, *args: Any, consumed_fn: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.consumed_fn = consumed_fn
+    def batch_trained(self) -> None:
+        self.batch_sampler.progress[1] += 1
 
     def state_dict(self) -> dict[str, int]:
-        s = self.batch_sampler
-        epoch = s.epoch_fn() if s.epoch_fn is not None else s.epoch
-        return {"epoch": epoch, "batches": int(self.consumed_fn())}
+        epoch, batches = self.batch_sampler.progress
+        return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.batch_sampler.resume_at = (state["epoch"], state["batches"])

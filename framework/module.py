@@ -72,6 +72,11 @@ class TaskModule(L.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         return out["loss"]
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "batch_trained"):  # its position in the epoch, for checkpoints
+            loader.batch_trained()
+
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         out = self(batch)
         metrics = self.val_metrics if stage == "val" else self.test_metrics

@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from framework.cli import check_overrides
+from framework.cli import CONF_DIR, check_overrides
 from framework.config import print_config, register_resolvers
 from framework.errors import UserError
 
@@ -250,7 +250,8 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+# An absolute path: the entry point also runs when imported (console script, wrappers).
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         run(cfg)

@@ -69,19 +69,22 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def test_sigkill_then_resume_auto_equals_an_uninterrupted_run(uninterrupted, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _start(*RESUMABLE, f"hydra.run.dir={run_dir}", "resume=auto")
-    _wait_for(run_dir / "checkpoints" / "step8.ckpt", proc)  # mid-epoch 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # Killed inside epoch 1, then again inside epoch 2:
+    # a chain of restarts, each from the newest checkpoint.
+    for step in (5, 8):
+        proc = _start(*RESUMABLE, f"hydra.run.dir={run_dir}", "resume=auto")
+        _wait_for(run_dir / "checkpoints" / f"step{step}.ckpt", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert not (run_dir / "metrics.json").exists()
     # The same command again continues the run from its newest checkpoint.
     again = run_cli(*RESUMABLE, f"hydra.run.dir={run_dir}", "resume=auto")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resuming from " + str(run_dir / "checkpoints" / "step") in again.stdout
-    # Same weights after the last step (same data order, same dropout masks), same metrics.
+    # Same weights at the newest step checkpoint (same data order and dropout masks), same metrics.
     a, b = (
-        _state(uninterrupted / "checkpoints" / "step12.ckpt"),
-        _state(run_dir / "checkpoints" / "step12.ckpt"),
+        _state(uninterrupted / "checkpoints" / "step11.ckpt"),  # newest: none after an epoch's end
+        _state(run_dir / "checkpoints" / "step11.ckpt"),
     )
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _val(run_dir) == _val(uninterrupted)

@@ -122,3 +122,18 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
     assert all(
         torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
     )
+
+
+def test_console_script_runs_like_the_module(tmp_path):
+    # `tasklight-train` imports the entry point instead of running it as __main__.
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "tasklight-train"
+    proc = subprocess.run(
+        [str(script), *FAST, f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == f"Run directory: {tmp_path}"
