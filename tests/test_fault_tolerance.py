@@ -244,3 +244,15 @@ def test_bf16_on_a_cpu_without_it_warns(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_precision(compose("trainer=cpu").trainer)  # 32-true: no warning
+
+
+def test_slurm_launcher_config_composes():
+    # `-m hydra/launcher=slurm` submits through hydra-submitit-launcher; here only its config
+    # is resolved (no cluster): target, layout and requeue settings.
+    args = ("hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4", "--cfg", "hydra")
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in out
+    assert "gpus_per_node: 4" in out and "tasks_per_node: ${.gpus_per_node}" in out
+    assert "max_num_timeout: 3" in out and "signal_delay_s: 120" in out
