@@ -89,8 +89,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RNGStateCallback(Callback):
-    """Saves the RNG states of every process (torch, numpy, Python, CUDA) and restores them, and
-    hands the training loader's saved position to the data module.
+    """Saves the RNG states of every process (torch, numpy, Python, CUDA) and restores them.
 
     With them a resumed run draws the same dropout masks as an uninterrupted one. Each process
     gets its own state back (gathered to the saving process, by rank on load).
@@ -108,14 +107,6 @@ class RNGStateCallback(Callback):
         checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        # The training loader's position inside its epoch, for the data module (see
-        # framework.data.ResumableLoader).
-        fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
-        loader_states = fit_state.get("combined_loader") or []
-        if loader_states and hasattr(trainer.datamodule, "resume_position"):
-            trainer.datamodule.resume_position = (
-                loader_states[0]["epoch"], loader_states[0]["batches"]
-            )  # fmt: skip
         states = checkpoint.get("rng_states")
         if not states:
             return

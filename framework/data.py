@@ -379,10 +379,10 @@ class ResumableLoader(DataLoader):
     """A DataLoader whose position inside the epoch goes into checkpoints.
 
     Lightning saves ``state_dict()`` of a training loader that has one (in the fit loop's state).
-    On resume the data module reads it back (``RNGStateCallback`` hands it over; Lightning's own
-    ``load_state_dict`` call is skipped after some chains of restarts) and the batch sampler
-    starts at the next untrained batch. Batches are counted when trained, not when fetched:
-    Lightning fetches one batch ahead.
+    On resume the data module reads it back (``TaskModule.on_load_checkpoint`` hands it over;
+    Lightning's own ``load_state_dict`` call is skipped after some chains of restarts) and the
+    batch sampler starts at the next untrained batch. Batches are counted when trained, not when
+    fetched: Lightning fetches one batch ahead.
     """
 
     def batch_trained(self) -> None:

@@ -77,6 +77,16 @@ class TaskModule(L.LightningModule):
         if hasattr(loader, "batch_trained"):  # its position in the epoch, for checkpoints
             loader.batch_trained()
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # The training loader's saved position inside its epoch, for the data module to start
+        # from (framework.data.ResumableLoader): Lightning itself skips handing it back after
+        # some chains of restarts.
+        fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        loader_states = fit_state.get("combined_loader") or []
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if loader_states and hasattr(datamodule, "resume_position"):
+            datamodule.resume_position = (loader_states[0]["epoch"], loader_states[0]["batches"])
+
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         out = self(batch)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
