@@ -5,7 +5,8 @@ initial weights) on WikiText-2 train in rows of 128 tokens, batch 32, fp32, Adam
 machine, one after the other in one invocation:
 
 - tasklight: the `mlm` task (documents packed with a block-diagonal attention mask, masking in
-  the step, the head and its vocabulary-sized logits at masked positions only);
+  the step; the head, its vocabulary-sized logits and the encoder's last layer (queries, output
+  projection, MLP) at masked positions only);
 - baseline: `BertForMaskedLM` (sdpa attention) + `DataCollatorForLanguageModeling`, the corpus
   concatenated and split into 128-token blocks as run_mlm.py does (logits for every token).
 

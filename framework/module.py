@@ -49,13 +49,17 @@ class TaskModule(L.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A collated batch -> the task's outputs (``loss``, ``logits``, ``preds``, ``target``)."""
         batch = self.prepare(batch)
+        # A task that reads few positions (masked LM) names them: the encoder then returns those
+        # (M, H) rows only and skips the rest of its last layer's work.
+        positions = getattr(self.task, "output_positions", None)
         hidden = self.encoder(
             batch["input_ids"],
             batch["attention_mask"],
             batch.get("token_type_ids"),
             batch.get("segment_ids"),
             batch.get("position_ids"),
-        )  # (B, T, H)
+            output_mask=positions(batch) if positions is not None else None,
+        )  # (B, T, H), or (M, H)
         return self.task.step(self.head, hidden, batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -60,6 +60,13 @@ class Task(Protocol):
         """``n`` small valid raw rows; the registry contract tests run every task on them."""
 
 
+class ReadsFewPositions(Protocol):
+    """Optional: a task whose head reads the encoder's output at a few positions only."""
+
+    def output_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T) bool: the positions ``step`` reads; it then gets ``hidden[mask]`` (M, H)."""
+
+
 class ReadsFiles(Protocol):
     """Optional: a task that reads file formats of its own (CoNLL columns...)."""
 

@@ -13,7 +13,8 @@ content), so validation perplexity is comparable between evaluations and runs.
 
 The head (dense + GELU + LayerNorm, then a decoder tied to the input embeddings) runs only at
 the chosen positions: no vocabulary-sized logits for the other 85% of the tokens, which is most of
-the head's cost. Metrics: masked-token accuracy and perplexity (exp of the mean masked-token
+the head's cost. The encoder's last layer, too, computes only the chosen positions' outputs
+(``output_positions``): every token is still a key and a value there. Metrics: masked-token accuracy and perplexity (exp of the mean masked-token
 cross-entropy). The export is a ``BertForMaskedLM`` (``pipeline("fill-mask")`` loads it).
 """
 
@@ -236,12 +237,18 @@ class MaskedLM:
             head.bias.data.copy_(pretrained[f"{prefix}bias"][: self.vocab_size])
         return head
 
+    def output_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The chosen positions: the encoder computes its last layer for these only."""
+        return batch["labels"] != -100
+
     def step(
         self, head: nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         labels = batch["labels"]  # (B, T), -100 where not predicted
         chosen = labels != -100
-        logits = head(hidden[chosen])  # (M, V): only the chosen positions
+        if hidden.dim() == 3:  # (B, T, H): the full output, not only the chosen rows
+            hidden = hidden[chosen]
+        logits = head(hidden)  # (M, V): only the chosen positions
         target = labels[chosen]  # (M,)
         loss = F.cross_entropy(logits.float(), target)
         preds = torch.full_like(labels, -100)

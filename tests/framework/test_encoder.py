@@ -123,3 +123,30 @@ def test_model_dir_without_weights_is_a_clear_error(tmp_path, minilm_dir):
         load_pretrained(str(tmp_path / "missing"))
     with pytest.raises(UserError, match=r"cannot fetch config\.json"):  # offline hub id
         load_pretrained("no-such-org/no-such-model")
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_output_mask_gives_the_selected_rows_of_the_full_output(tiny_encoder, impl):
+    # Padded rows and packed rows (two documents in row 0), and a row with no selected token.
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    segments = torch.tensor([[0] * 5 + [1] * 7, [0] * 9 + [-1] * 3, [0] * 12])
+    positions = torch.tensor([list(range(5)) + list(range(7)), list(range(12)), list(range(12))])
+    selected = torch.zeros_like(ids, dtype=torch.bool)
+    selected[0, [1, 4, 5, 11]] = True
+    selected[1, [0, 8]] = True
+    tiny_encoder.attn_impl = impl
+    tiny_encoder.train()  # gradients too; dropout is 0 in this fixture
+    args = (ids, mask, None, segments, positions)
+    full = tiny_encoder(*args)
+    grads_full = torch.autograd.grad(full[selected].square().sum(), tiny_encoder.parameters())
+    part = tiny_encoder(*args, output_mask=selected)
+    grads_part = torch.autograd.grad(part.square().sum(), tiny_encoder.parameters())
+    assert part.shape == (6, 64)
+    assert (part - full[selected]).abs().max().item() <= 1e-5
+    for a, b in zip(grads_part, grads_full, strict=True):
+        assert (a - b).abs().max().item() <= 1e-5
+    none = tiny_encoder(*args, output_mask=torch.zeros_like(selected))
+    assert none.shape == (0, 64)
