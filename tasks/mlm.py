@@ -15,7 +15,8 @@ The head (dense + GELU + LayerNorm, then a decoder tied to the input embeddings)
 the chosen positions: no vocabulary-sized logits for the other 85% of the tokens, which is most of
 the head's cost. The encoder's last layer, too, computes only the chosen positions' outputs
 (``output_positions``): every token is still a key and a value there. Metrics: masked-token
-accuracy and perplexity (exp of the mean masked-token cross-entropy). The export is a ``BertForMaskedLM`` (``pipeline("fill-mask")`` loads it).
+accuracy and perplexity (exp of the mean masked-token cross-entropy). The export is a
+``BertForMaskedLM`` (``pipeline("fill-mask")`` loads it).
 """
 
 from __future__ import annotations
