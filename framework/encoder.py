@@ -3,7 +3,10 @@
 This file is the spec of the model: read it top to bottom. It depends on torch only (no Lightning,
 Hydra or DictConfig). Weights are laid out like Hugging Face's ``BertModel`` except that the query,
 key and value projections of each layer are fused into one ``qkv`` Linear (one GEMM instead of
-three); ``hf_to_tasklight`` / ``tasklight_to_hf`` convert state dicts both ways.
+three); ``hf_to_tasklight`` / ``tasklight_to_hf`` convert state dicts both ways. RoBERTa,
+DistilBERT and ELECTRA are the same post-LayerNorm block with other names, a position offset
+(RoBERTa), no segment embeddings (DistilBERT) or a projection after the embeddings (ELECTRA-small):
+two config fields cover them.
 
 Attention goes through one function, ``attention``, with two back-ends chosen at run time:
 ``sdpa`` (``torch.nn.functional.scaled_dot_product_attention``, fused) and ``math`` (the plain
@@ -50,6 +53,12 @@ class EncoderConfig:
     attention_dropout: float = 0.0
     pad_token_id: int = 0
     initializer_range: float = 0.02
+    # RoBERTa numbers positions from pad_token_id + 1 (= 2): the position table's first rows
+    # are never used.
+    position_offset: int = 0
+    # ELECTRA-small factorises the embeddings: vectors of this size, then a Linear to
+    # hidden_size. None: hidden_size (BERT).
+    embedding_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -103,11 +112,14 @@ Selection = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
 class Embeddings(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, cfg.pad_token_id)
-        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        e = cfg.embedding_size or cfg.hidden_size
+        self.position_offset = cfg.position_offset
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, e, cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, e)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, e)
+        self.norm = nn.LayerNorm(e, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.project = nn.Linear(e, cfg.hidden_size) if e != cfg.hidden_size else None
 
     def forward(
         self,
@@ -118,9 +130,11 @@ class Embeddings(nn.Module):
         positions = position_ids
         if positions is None:
             positions = torch.arange(input_ids.size(1), device=input_ids.device)  # (T,)
-        x = self.word_embeddings(input_ids)  # (B, T, H)
+        positions = positions + self.position_offset
+        x = self.word_embeddings(input_ids)  # (B, T, E)
         x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.norm(x))
+        x = self.dropout(self.norm(x))
+        return self.project(x) if self.project is not None else x  # (B, T, H)
 
 
 class Layer(nn.Module):
@@ -146,24 +160,39 @@ class Layer(nn.Module):
         keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T) bool
         impl: AttnImpl,
         only: Selection | None = None,
-    ) -> torch.Tensor:  # (B, T, H), or (M, H) at the ``only`` positions
-        B, T, H = x.shape
-        N = self.num_heads
+        real: tuple[torch.Tensor, int, int] | None = None,
+    ) -> torch.Tensor:  # (B, T, H), (M, H) at the ``only`` positions, or (n, H) with ``real``
+        """``real`` = (flat indices of the n real tokens in the (B, T) batch, B, T): ``x`` is
+        then (n, H), the real tokens only, and only attention sees the padded layout."""
+        H, N = x.size(-1), self.num_heads
         p = self.attention_dropout if self.training else 0.0
-        if only is None:
+        if real is not None:
+            idx, B, T = real
+            # Linear layers, norms and activations run on the n real tokens; the projections
+            # are scattered into a zero (B*T, 3H) block for attention and gathered back.
+            qkv = self.qkv(x)  # (n, 3H)
+            qkv = qkv.new_zeros(B * T, 3 * H).index_copy(0, idx, qkv)
+            qkv = qkv.view(B, T, 3, N, H // N).permute(2, 0, 3, 1, 4)  # (3, B, N, T, D)
+            a = attention(qkv[0], qkv[1], qkv[2], keep, p, impl)  # (B, N, T, D)
+            a = a.transpose(1, 2).reshape(B * T, H).index_select(0, idx)  # (n, H)
+            residual = x
+        elif only is None:
+            B, T = x.shape[:2]
             qkv = self.qkv(x).view(B, T, 3, N, H // N).permute(2, 0, 3, 1, 4)  # (3, B, N, T, D)
             a = attention(qkv[0], qkv[1], qkv[2], keep, p, impl)  # (B, N, T, D)
             a = a.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
             residual = x
         else:
+            B, T = x.shape[:2]
             # Every token is a key and a value; only the selected ones are queries, and the
             # rest of the block (output projection, MLP, norms) runs on those M tokens alone.
             rows, cols, slots, Q = only
             residual = x[rows, cols]  # (M, H)
             w, b = self.qkv.weight, self.qkv.bias
             kv = F.linear(x, w[H:], b[H:]).view(B, T, 2, N, H // N).permute(2, 0, 3, 1, 4)
-            q = x.new_zeros(B, Q, H)  # selected queries, left-aligned per row
-            q[rows, slots] = F.linear(residual, w[:H], b[:H])
+            q_real = F.linear(residual, w[:H], b[:H])  # (M, H)
+            q = q_real.new_zeros(B, Q, H)  # selected queries, left-aligned per row
+            q[rows, slots] = q_real
             q = q.view(B, Q, N, H // N).transpose(1, 2)  # (B, N, Q, D)
             # Unused query slots attend to every key: no empty softmax rows (NaN), then dropped.
             q_keep = keep.new_ones(B, 1, Q, T)
@@ -178,12 +207,16 @@ class Layer(nn.Module):
 class Encoder(nn.Module):
     """Token ids in, contextual vectors out (the ``last_hidden_state`` of ``BertModel``)."""
 
-    def __init__(self, cfg: EncoderConfig, attn_impl: AttnImpl = "sdpa") -> None:
+    def __init__(
+        self, cfg: EncoderConfig, attn_impl: AttnImpl = "sdpa", unpad: bool = False
+    ) -> None:
         super().__init__()
         if attn_impl not in ("sdpa", "math"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'math', not {attn_impl!r}")
         self.cfg = cfg
         self.attn_impl: AttnImpl = attn_impl
+        # Padded batches run their token-wise work on the real tokens only (``_unpadded``).
+        self.unpad = unpad
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.apply(self._init_weights)
@@ -224,6 +257,8 @@ class Encoder(nn.Module):
         if segment_ids is not None:
             same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T)
             keep = keep & same
+        if self.unpad and output_mask is None and not bool(attention_mask.all()):
+            return self._unpadded(input_ids, attention_mask, token_type_ids, position_ids, keep)
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         last = len(self.layers) - 1 if output_mask is not None else len(self.layers)
         for layer in self.layers[:last]:
@@ -236,6 +271,28 @@ class Encoder(nn.Module):
         slots = output_mask.long().cumsum(1)[rows, cols] - 1
         most = int(output_mask.sum(1).max())  # one host sync: the query block's length
         return self.layers[last](x, keep, self.attn_impl, (rows, cols, slots, most))
+
+    def _unpadded(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor,  # (B, T)
+        token_type_ids: torch.Tensor,  # (B, T)
+        position_ids: torch.Tensor | None,  # (B, T)
+        keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T)
+    ) -> torch.Tensor:  # (B, T, H), zeros at the padding
+        """The pad tokens are removed once, before the embeddings: every Linear, LayerNorm and
+        activation runs on the n real tokens (n, H), which on short-text batches is most of the
+        saving; attention gets them in the padded layout (SDPA with the key mask)."""
+        B, T = input_ids.shape
+        idx = attention_mask.flatten().nonzero().squeeze(1)  # (n,)
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+        flat = [t.flatten().index_select(0, idx)[None] for t in (input_ids, token_type_ids,
+                                                                  position_ids)]  # fmt: skip
+        x = self.embeddings(*flat)[0]  # (n, H)
+        for layer in self.layers:
+            x = layer(x, keep, self.attn_impl, real=(idx, B, T))
+        return x.new_zeros(B * T, x.size(-1)).index_copy(0, idx, x).view(B, T, -1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,8 +309,30 @@ _RENAMES = {  # ours -> Hugging Face, per layer (q/k/v handled separately: they 
 }
 
 
+FAMILIES = ("bert", "roberta", "distilbert", "electra")
+
+
 def config_from_hf(hf: dict) -> EncoderConfig:
-    """An ``EncoderConfig`` from a Hugging Face BERT ``config.json`` dict."""
+    """An ``EncoderConfig`` from a Hugging Face ``config.json`` dict of a BERT, RoBERTa,
+    DistilBERT or ELECTRA (discriminator) model."""
+    family = hf.get("model_type", "bert")
+    if family == "distilbert":
+        return EncoderConfig(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["dim"],
+            num_layers=hf["n_layers"],
+            num_heads=hf["n_heads"],
+            intermediate_size=hf["hidden_dim"],
+            max_position_embeddings=hf.get("max_position_embeddings", 512),
+            type_vocab_size=1,  # DistilBERT has no segments: one all-zero type vector
+            layer_norm_eps=1e-12,  # fixed in DistilBERT's code
+            hidden_act=hf.get("activation", "gelu"),
+            hidden_dropout=hf.get("dropout", 0.1),
+            pad_token_id=hf.get("pad_token_id") or 0,
+            initializer_range=hf.get("initializer_range", 0.02),
+        )
+    pad_token_id = hf.get("pad_token_id") or 0
+    embedding_size = hf.get("embedding_size") if family == "electra" else None
     return EncoderConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
@@ -265,13 +344,21 @@ def config_from_hf(hf: dict) -> EncoderConfig:
         layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         hidden_act=hf.get("hidden_act", "gelu"),
         hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-        pad_token_id=hf.get("pad_token_id") or 0,
+        pad_token_id=pad_token_id,
         initializer_range=hf.get("initializer_range", 0.02),
+        position_offset=pad_token_id + 1 if family == "roberta" else 0,
+        embedding_size=None if embedding_size == hf["hidden_size"] else embedding_size,
     )
 
 
 def config_to_hf(cfg: EncoderConfig) -> dict:
-    """A Hugging Face ``BertConfig`` dict for ``cfg``."""
+    """A Hugging Face ``BertConfig`` dict for ``cfg``: every export is BERT-layout (a RoBERTa's
+    position table loses its unused first rows; a DistilBERT gets its all-zero type vector)."""
+    if cfg.embedding_size not in (None, cfg.hidden_size):
+        raise ValueError(
+            f"an encoder with factorised embeddings (embedding_size {cfg.embedding_size} != "
+            f"hidden_size {cfg.hidden_size}, ELECTRA-small) has no BERT layout to export to"
+        )
     return {
         "model_type": "bert",
         "vocab_size": cfg.vocab_size,
@@ -279,7 +366,7 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
         "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_heads,
         "intermediate_size": cfg.intermediate_size,
-        "max_position_embeddings": cfg.max_position_embeddings,
+        "max_position_embeddings": cfg.max_position_embeddings - cfg.position_offset,
         "type_vocab_size": cfg.type_vocab_size,
         "layer_norm_eps": cfg.layer_norm_eps,
         "hidden_act": cfg.hidden_act,
@@ -291,20 +378,54 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
     }
 
 
-def hf_to_tasklight(
-    hf_state: dict[str, torch.Tensor], num_layers: int
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Split a BertModel state dict into (encoder state, everything else, e.g. ``pooler.*``).
+_DISTILBERT_LAYER = {  # DistilBERT -> BERT, per layer
+    "attention.q_lin": "attention.self.query",
+    "attention.k_lin": "attention.self.key",
+    "attention.v_lin": "attention.self.value",
+    "attention.out_lin": "attention.output.dense",
+    "sa_layer_norm": "attention.output.LayerNorm",
+    "ffn.lin1": "intermediate.dense",
+    "ffn.lin2": "output.dense",
+    "output_layer_norm": "output.LayerNorm",
+}
 
-    Accepts both bare ``BertModel`` keys and keys under a ``bert.`` prefix (``BertFor*``).
+
+def _distilbert_as_bert(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """DistilBERT keys (``distilbert.`` prefix stripped) -> BertModel keys, plus a zero type
+    vector; keys that are not the encoder's (heads) pass through unchanged."""
+    out = dict(hf)
+    for i in range(num_layers):
+        for theirs, bert in _DISTILBERT_LAYER.items():
+            for p in ("weight", "bias"):
+                out[f"{_HF_LAYER.format(i=i)}{bert}.{p}"] = out.pop(
+                    f"transformer.layer.{i}.{theirs}.{p}"
+                )
+    words = out["embeddings.word_embeddings.weight"]
+    out["embeddings.token_type_embeddings.weight"] = words.new_zeros(1, words.size(1))
+    return out
+
+
+def hf_to_tasklight(
+    hf_state: dict[str, torch.Tensor], num_layers: int, family: str = "bert"
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split a checkpoint's state dict into (encoder state, everything else, e.g. ``pooler.*``).
+
+    Accepts bare base-model keys (``BertModel``...) and keys under the family's prefix
+    (``bert.``, ``roberta.``, ``distilbert.``, ``electra.``: the ``...For*`` classes).
     """
-    hf = {k.removeprefix("bert."): v for k, v in hf_state.items()}
+    prefix = f"{family}."
+    hf = {k.removeprefix(prefix): v for k, v in hf_state.items()}
+    if family == "distilbert":
+        hf = _distilbert_as_bert(hf, num_layers)
     ours: dict[str, torch.Tensor] = {}
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         ours[f"embeddings.{name}.weight"] = hf.pop(f"embeddings.{name}.weight")
     for p in ("weight", "bias"):
         ours[f"embeddings.norm.{p}"] = hf.pop(f"embeddings.LayerNorm.{p}")
+        if f"embeddings_project.{p}" in hf:  # ELECTRA's factorised embeddings
+            ours[f"embeddings.project.{p}"] = hf.pop(f"embeddings_project.{p}")
     hf.pop("embeddings.position_ids", None)  # a buffer in old checkpoints, not a weight
+    hf.pop("embeddings.token_type_ids", None)  # a buffer too (RoBERTa, ELECTRA)
     for i in range(num_layers):
         pre = _HF_LAYER.format(i=i)
         for p in ("weight", "bias"):
@@ -315,12 +436,19 @@ def hf_to_tasklight(
     return ours, hf
 
 
-def tasklight_to_hf(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """The inverse of ``hf_to_tasklight`` for the encoder: ``BertModel`` keys (no prefix)."""
+def tasklight_to_hf(
+    state: dict[str, torch.Tensor], num_layers: int, position_offset: int = 0
+) -> dict[str, torch.Tensor]:
+    """The inverse of ``hf_to_tasklight`` for the encoder: ``BertModel`` keys (no prefix).
+
+    ``position_offset`` (RoBERTa's 2) drops the position table's unused first rows: BERT counts
+    positions from 0."""
     s = dict(state)
     hf: dict[str, torch.Tensor] = {}
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         hf[f"embeddings.{name}.weight"] = s.pop(f"embeddings.{name}.weight")
+    positions = hf["embeddings.position_embeddings.weight"]
+    hf["embeddings.position_embeddings.weight"] = positions[position_offset:]
     for p in ("weight", "bias"):
         hf[f"embeddings.LayerNorm.{p}"] = s.pop(f"embeddings.norm.{p}")
     for i in range(num_layers):

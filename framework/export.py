@@ -3,6 +3,10 @@
 The directory holds ``config.json`` (with the label names), ``model.safetensors`` and the
 tokenizer; ``transformers`` loads it with the task's ``AutoModelFor...`` class. It is written to a
 temporary sibling first and renamed, so a crash never leaves a half-written export.
+
+Every export is BERT-layout (``BertFor...``), whatever family the encoder came from: RoBERTa and
+DistilBERT weights convert exactly (``framework.encoder.config_to_hf``); an ELECTRA-small-style
+encoder (factorised embeddings) has no BERT layout and is not exported.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig
 
 from framework.encoder import config_to_hf, tasklight_to_hf
+from framework.errors import UserError
 from framework.module import TaskModule
 
 
@@ -23,8 +28,14 @@ def export_hf(module: TaskModule, tokenizer: Any, out_dir: str | Path) -> Path:
     """Write ``module`` as a Hugging Face model directory at ``out_dir`` (replacing it)."""
     out_dir = Path(out_dir)
     enc = module.encoder
-    hf_encoder_state = tasklight_to_hf(enc.state_dict(), enc.cfg.num_layers)
-    config, state = module.task.hf_export(config_to_hf(enc.cfg), hf_encoder_state, module.head)
+    try:
+        hf_encoder_config = config_to_hf(enc.cfg)
+    except ValueError as e:
+        raise UserError(f"no Hugging Face export: {e}") from None
+    hf_encoder_state = tasklight_to_hf(
+        enc.state_dict(), enc.cfg.num_layers, enc.cfg.position_offset
+    )
+    config, state = module.task.hf_export(hf_encoder_config, hf_encoder_state, module.head)
     config = dict(config)
     hf_config = AutoConfig.for_model(config.pop("model_type"), **config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Load Hugging Face BERT-family checkpoints (local directory or hub id) into ``Encoder``.
+"""Load Hugging Face BERT-family checkpoints (local directory or hub id) into ``Encoder``:
+BERT and MiniLM, RoBERTa, DistilBERT and ELECTRA (the discriminator).
 
 Files are located with ``huggingface_hub`` (hub ids, with its cache; works offline once cached,
 and with ``HF_HUB_OFFLINE=1``) or read from a local directory.
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from framework.encoder import AttnImpl, Encoder, config_from_hf, hf_to_tasklight
+from framework.encoder import FAMILIES, AttnImpl, Encoder, config_from_hf, hf_to_tasklight
 from framework.errors import UserError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-SUPPORTED_MODEL_TYPES = ("bert",)
+SUPPORTED_MODEL_TYPES = FAMILIES
 
 
 def _local_or_hub_file(name_or_path: str, filename: str) -> Path | None:
@@ -94,9 +95,9 @@ def load_pretrained(
         cfg = dataclasses.replace(cfg, **overrides)
     encoder = Encoder(cfg, attn_impl=attn_impl)
     try:
-        ours, rest = hf_to_tasklight(read_state_dict(weights), cfg.num_layers)
+        ours, rest = hf_to_tasklight(read_state_dict(weights), cfg.num_layers, model_type)
     except KeyError as e:
-        raise UserError(f"{weights} is not a BERT checkpoint: missing tensor {e}") from e
+        raise UserError(f"{weights} is not a {model_type} checkpoint: missing tensor {e}") from e
     encoder.load_state_dict(ours, strict=True)
     return encoder, rest
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -97,8 +98,6 @@ def check_precision(trainer_cfg: DictConfig) -> None:
 
     On a CPU Lightning turns 16-mixed into bf16-mixed.
     """
-    import warnings
-
     import torch
 
     precision, accelerator = str(trainer_cfg.get("precision")), trainer_cfg.get("accelerator")
@@ -177,10 +176,12 @@ def build(cfg: DictConfig) -> tuple:
         m.get("hidden_dropout"),
         init_from,
     )
-    if datamodule.max_length > encoder.cfg.max_position_embeddings:
+    encoder.unpad = bool(m.get("unpad", False))
+    positions = encoder.cfg.max_position_embeddings - encoder.cfg.position_offset
+    if datamodule.max_length > positions:
         raise UserError(
-            f"data.max_length={datamodule.max_length} exceeds the model's "
-            f"{encoder.cfg.max_position_embeddings} positions; lower data.max_length"
+            f"data.max_length={datamodule.max_length} exceeds the model's {positions} "
+            "positions; lower data.max_length"
         )
     head = task.build_head(encoder.cfg.hidden_size, extra)
     module = TaskModule(encoder, task, head, **cfg.optim)
@@ -239,7 +240,10 @@ def run(cfg: DictConfig) -> dict:
     metrics["best_checkpoint"] = best
 
     if trainer.is_global_zero:
-        export_hf(module, tokenizer, run_dir / "export")
+        try:
+            export_hf(module, tokenizer, run_dir / "export")
+        except UserError as e:  # the training's results stand; only the export is missing
+            warnings.warn(str(e), stacklevel=1)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         plot_curve(run_dir / "csv" / "metrics.csv", cfg.task.monitor, run_dir / "curve.png")
         shown = " ".join(

@@ -53,13 +53,30 @@ class MLMHead(nn.Module):
         self._embedding: list[nn.Embedding] = []  # not a submodule: the encoder owns it
 
     def tie_to(self, encoder: nn.Module) -> None:
-        self._embedding[:] = [encoder.embeddings.word_embeddings]
+        words = encoder.embeddings.word_embeddings
+        if words.embedding_dim != self.dense.out_features:
+            raise UserError(
+                f"the MLM head ties to the word embeddings, whose size ({words.embedding_dim}) "
+                f"differs from the hidden size ({self.dense.out_features}); factorised "
+                "embeddings (ELECTRA-small) are not supported for task=mlm"
+            )
+        self._embedding[:] = [words]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (M, H) -> (M, V)
         if not self._embedding:
             raise RuntimeError("MLMHead.tie_to(encoder) was not called")
         h = self.norm(F.gelu(self.dense(h)))
         return F.linear(h, self._embedding[0].weight, self.bias)
+
+
+# The MLM heads of BertForMaskedLM, RobertaForMaskedLM and DistilBertForMaskedLM: (dense,
+# LayerNorm, output bias); the decoder is the tied word embedding matrix in each.
+_PRETRAINED_HEADS = (
+    ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+     "cls.predictions.bias"),
+    ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+    ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias"),
+)  # fmt: skip
 
 
 class _MaskedPerplexity(Perplexity):
@@ -229,13 +246,13 @@ class MaskedLM:
         if self.vocab_size is None:
             raise UserError("the MLM task has no tokenizer yet (encode or use_tokenizer first)")
         head = MLMHead(hidden_size, self.vocab_size)
-        prefix = "cls.predictions."
-        if f"{prefix}transform.dense.weight" in pretrained:  # continued pretraining: keep it
-            head.dense.weight.data.copy_(pretrained[f"{prefix}transform.dense.weight"])
-            head.dense.bias.data.copy_(pretrained[f"{prefix}transform.dense.bias"])
-            head.norm.weight.data.copy_(pretrained[f"{prefix}transform.LayerNorm.weight"])
-            head.norm.bias.data.copy_(pretrained[f"{prefix}transform.LayerNorm.bias"])
-            head.bias.data.copy_(pretrained[f"{prefix}bias"][: self.vocab_size])
+        for dense, norm, bias in _PRETRAINED_HEADS:  # continued pretraining: keep the head
+            if f"{dense}.weight" in pretrained:
+                for mine, theirs in ((head.dense, dense), (head.norm, norm)):
+                    mine.weight.data.copy_(pretrained[f"{theirs}.weight"])
+                    mine.bias.data.copy_(pretrained[f"{theirs}.bias"])
+                head.bias.data.copy_(pretrained[bias][: self.vocab_size])
+                break
         return head
 
     def output_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -150,3 +150,22 @@ def test_output_mask_gives_the_selected_rows_of_the_full_output(tiny_encoder, im
         assert (a - b).abs().max().item() <= 1e-5
     none = tiny_encoder(*args, output_mask=torch.zeros_like(selected))
     assert none.shape == (0, 64)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_unpadded_path_matches_padded_path(tiny_encoder, tokenizer, impl):
+    ids, mask, types = _batch(tokenizer)
+    assert not mask.all()  # the batch has padding
+    tiny_encoder.attn_impl = impl
+    tiny_encoder.train()  # gradients too; dropout is 0 in this fixture
+    real = mask.bool()
+    outs, grads = [], []
+    for unpad in (False, True):
+        tiny_encoder.unpad = unpad
+        out = tiny_encoder(ids, mask, types)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out[real].square().sum(), tiny_encoder.parameters()))
+    assert (outs[1][real] - outs[0][real]).abs().max().item() <= 1e-5
+    assert outs[1][~real].abs().max().item() == 0.0  # padding rows are zeros
+    for a, b in zip(*grads, strict=True):  # sums over many tokens: relative to their size
+        assert (a - b).abs().max().item() <= 1e-6 * max(1.0, b.abs().max().item())

@@ -1,0 +1,135 @@
+"""RoBERTa, DistilBERT and ELECTRA checkpoints: same outputs as transformers, BERT-layout export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+from framework.encoder import config_to_hf, tasklight_to_hf
+from framework.errors import UserError
+from framework.export import export_hf
+from framework.pretrained import load_pretrained
+
+VOCAB = 120
+SMALL = {"attn_implementation": "eager"}
+FAMILIES = {
+    # config class, base model class, a class whose keys carry the family prefix, config kwargs
+    "roberta": (tf.RobertaConfig, tf.RobertaModel, tf.RobertaForSequenceClassification,
+                dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=40, type_vocab_size=1,
+                     pad_token_id=1)),
+    "distilbert": (tf.DistilBertConfig, tf.DistilBertModel, tf.DistilBertForSequenceClassification,
+                   dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                        max_position_embeddings=40)),
+    "electra": (tf.ElectraConfig, tf.ElectraModel, tf.ElectraForPreTraining,
+                dict(vocab_size=VOCAB, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=40)),
+    # ELECTRA-small's shape: embeddings smaller than the hidden size, then a projection
+    "electra_small": (tf.ElectraConfig, tf.ElectraModel, tf.ElectraForPreTraining,
+                      dict(vocab_size=VOCAB, embedding_size=16, hidden_size=32,
+                           num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           max_position_embeddings=40)),
+}  # fmt: skip
+
+
+def _checkpoint(tmp_path, name: str, prefixed: bool):
+    """A random model of the family saved as a checkpoint directory, and its base model."""
+    config_cls, base_cls, prefixed_cls, kwargs = FAMILIES[name]
+    torch.manual_seed(0)
+    config = config_cls(**kwargs, **SMALL)
+    model = (prefixed_cls if prefixed else base_cls)(config).eval()
+    with torch.no_grad():  # no unit LayerNorms or zero biases: a swapped tensor would show
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(tmp_path / name)
+    base = model if not prefixed else getattr(model, base_cls.base_model_prefix)
+    return tmp_path / name, base, config
+
+
+def _batch(pad_id: int):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, VOCAB, (3, 11), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 4:] = 0
+    return ids.masked_fill(mask == 0, pad_id), mask
+
+
+@pytest.mark.parametrize("prefixed", [False, True], ids=["base", "for_task"])
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_family_matches_transformers(tmp_path, name, prefixed):
+    path, theirs, config = _checkpoint(tmp_path, name, prefixed)
+    ours, rest = load_pretrained(str(path))
+    ours.eval()
+    ids, mask = _batch(config.pad_token_id)
+    with torch.no_grad():
+        a = ours(ids, mask)
+        b = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert a.shape == b.shape
+    assert (a[real] - b[real]).abs().max().item() <= 1e-5
+    # A task head's tensors are handed over, never taken for the encoder's.
+    assert all(not k.startswith(("embeddings.", "encoder.", "transformer.")) for k in rest)
+    if prefixed:
+        assert rest, "the task head's tensors should be in the rest"
+
+
+@pytest.mark.parametrize("name", ["roberta", "distilbert", "electra"])
+def test_family_exports_as_bert_with_the_same_outputs(tmp_path, name):
+    path, theirs, config = _checkpoint(tmp_path, name, prefixed=False)
+    ours, _ = load_pretrained(str(path))
+    bert = tf.BertModel(tf.BertConfig(**config_to_hf(ours.cfg), **SMALL), add_pooling_layer=False)
+    state = tasklight_to_hf(ours.state_dict(), ours.cfg.num_layers, ours.cfg.position_offset)
+    bert.load_state_dict(state, strict=False)  # no position_ids buffer in our state
+    ids, mask = _batch(config.pad_token_id)
+    with torch.no_grad():
+        a = bert.eval()(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert (a[real] - b[real]).abs().max().item() <= 1e-5
+
+
+def test_factorised_embeddings_are_not_exported(tmp_path, tokenizer):
+    from framework.module import TaskModule
+    from tasks.classification import Classification
+
+    path, _, _ = _checkpoint(tmp_path, "electra_small", prefixed=False)
+    encoder, _ = load_pretrained(str(path))
+    with pytest.raises(ValueError, match="factorised embeddings"):
+        config_to_hf(encoder.cfg)
+    task = Classification(labels=["a", "b"])
+    module = TaskModule(encoder, task, task.build_head(32, {}))
+    with pytest.raises(UserError, match="no Hugging Face export"):
+        export_hf(module, tokenizer, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize(
+    "family, mlm_cls",
+    [("roberta", tf.RobertaForMaskedLM), ("distilbert", tf.DistilBertForMaskedLM)],
+)
+def test_continued_pretraining_keeps_the_checkpoints_mlm_head(tmp_path, family, mlm_cls):
+    from framework.module import TaskModule
+    from tasks.mlm import MaskedLM
+
+    config_cls, _, _, kwargs = FAMILIES[family]
+    torch.manual_seed(0)
+    theirs = mlm_cls(config_cls(**kwargs, **SMALL)).eval()
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    theirs.save_pretrained(tmp_path / family)
+    encoder, rest = load_pretrained(str(tmp_path / family))
+    task = MaskedLM()
+    task.vocab_size = VOCAB
+    module = TaskModule(encoder, task, task.build_head(32, rest)).eval()
+    ids, mask = _batch(theirs.config.pad_token_id)
+    labels = torch.full_like(ids, -100)
+    labels[0, [2, 5]] = ids[0, [2, 5]]
+    labels[1, 3] = ids[1, 3]
+    with torch.no_grad():
+        ours = module({"input_ids": ids, "attention_mask": mask, "labels": labels})["logits"]
+        ref = theirs(input_ids=ids, attention_mask=mask).logits[labels != -100]
+    assert ours.shape == (3, VOCAB)
+    assert (ours - ref).abs().max().item() <= 1e-4
