@@ -15,7 +15,8 @@ The head (dense + GELU + LayerNorm, then a decoder tied to the input embeddings)
 the chosen positions: no vocabulary-sized logits for the other 85% of the tokens, which is most of
 the head's cost. The encoder's last layer, too, computes only the chosen positions' outputs
 (``output_positions``): every token is still a key and a value there. Metrics: masked-token
-accuracy and perplexity (exp of the mean masked-token cross-entropy). The export is a
+accuracy, perplexity (exp of the mean masked-token cross-entropy) and ``acc_most_frequent``, the
+accuracy of always predicting the most frequent token (the unigram baseline). The export is a
 ``BertForMaskedLM`` (``pipeline("fill-mask")`` loads it).
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
@@ -77,6 +78,26 @@ _PRETRAINED_HEADS = (
     ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
     ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias"),
 )  # fmt: skip
+
+
+class _MostFrequentAccuracy(Metric):
+    """The accuracy of always predicting the most frequent target token: the unigram baseline.
+
+    A masked-token accuracy no higher than this means the model predicts token frequencies
+    only; its outputs are then about the same vector for every input (measured: BENCHMARKS.md),
+    and fine-tuning from it does worse than from random weights."""
+
+    full_state_update = False
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.add_state("counts", torch.zeros(vocab_size, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.counts += torch.bincount(target, minlength=self.counts.numel())
+
+    def compute(self) -> torch.Tensor:
+        return self.counts.max().float() / self.counts.sum().clamp(min=1)
 
 
 class _MaskedPerplexity(Perplexity):
@@ -280,6 +301,7 @@ class MaskedLM:
         return MetricCollection({
             "acc": MulticlassAccuracy(self.vocab_size, average="micro"),
             "perplexity": _MaskedPerplexity(),
+            "acc_most_frequent": _MostFrequentAccuracy(self.vocab_size),
         })  # fmt: skip
 
     def decode(self, preds: torch.Tensor) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import transformers
 
@@ -163,3 +164,16 @@ def test_continued_pretraining_keeps_a_checkpoints_mlm_head(tokenizer, tmp_path)
     assert torch.equal(head.dense.weight, module.head.dense.weight)
     # a checkpoint without an MLM head (BertModel) gets a new one
     assert task.build_head(encoder.cfg.hidden_size, {}).bias.abs().sum() == 0
+
+
+def test_metrics_include_the_unigram_baseline_accuracy(tokenizer):
+    task = _task(tokenizer)
+    metrics = task.metrics()
+    target = torch.tensor([7, 7, 7, 9, 11, 7, 9, 12])  # most frequent: 7, 4 of 8
+    logits = torch.full((8, task.vocab_size), -5.0)
+    logits[torch.arange(8), torch.tensor([7, 9, 7, 9, 11, 1, 1, 1])] = 5.0  # 4 of 8 right
+    metrics.update(logits, target)
+    out = {k: v.item() for k, v in metrics.compute().items()}
+    assert out["acc"] == 0.5 and out["acc_most_frequent"] == 0.5
+    metrics.update(logits[:3], torch.tensor([9, 9, 9]))  # now 7: 4, 9: 5 of 11
+    assert metrics.compute()["acc_most_frequent"].item() == pytest.approx(5 / 11)
