@@ -119,12 +119,18 @@ class DataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         length_grouping: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__()
         if path is None and hub_id is None:
             raise UserError("no data source: set data.path=DIR (local files) or data.hub_id")
         if batch_size < 1:
             raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
+        if max_tokens is not None and max_tokens < max_length:
+            raise UserError(
+                f"data.max_tokens={max_tokens} is below data.max_length={max_length}: the "
+                "longest example would not fit in a batch; raise data.max_tokens"
+            )
         self.task, self.tokenizer = task, tokenizer
         self.path, self.hub_id, self.hub_config = path, hub_id, hub_config
         self.files = {"train": train_file, "val": val_file, "test": test_file}
@@ -139,6 +145,7 @@ class DataModule(L.LightningDataModule):
         }
         self.seed, self.num_workers = seed, num_workers
         self.length_grouping = length_grouping
+        self.max_tokens = max_tokens
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         self.splits: dict[str, list[dict[str, Any]]] = {}
         self.packing_efficiency: dict[str, float] = {}
@@ -254,6 +261,7 @@ class DataModule(L.LightningDataModule):
                 group_by_length=self.length_grouping,
                 num_replicas=world,
                 rank=rank,
+                max_tokens=self.max_tokens,
             )
             if trainer is not None:  # the epoch Lightning is in
                 loops = trainer.fit_loop
@@ -284,6 +292,9 @@ class DataModule(L.LightningDataModule):
 
     def num_train_batches(self, world_size: int = 1) -> int:
         """Batches per epoch of each of ``world_size`` processes (as the training loader)."""
+        if self.max_tokens is not None:
+            lengths = [len(f["input_ids"]) for f in self.splits["train"]]
+            return -(-len(token_budget_batches(lengths, self.max_tokens, self.seed)) // world_size)
         return batches_per_rank(len(self.splits["train"]), world_size, self.batch_size)
 
     @property
@@ -310,6 +321,21 @@ def batches_per_rank(n: int, world_size: int, batch_size: int) -> int:
     return -(-per_rank // batch_size)
 
 
+def token_budget_batches(lengths: list[int], max_tokens: int, seed: int) -> list[list[int]]:
+    """Batches of examples of similar length, each at most ``max_tokens`` padded tokens
+    (examples x its longest), every example in exactly one. Examples are sorted by length (ties
+    in an order seeded by ``seed``) and cut greedily, as fairseq's ``max_tokens`` batching."""
+    tie = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+    batches, batch, longest = [], [], 0
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], tie[i])):
+        if batch and (len(batch) + 1) * max(longest, lengths[i]) > max_tokens:
+            batches.append(batch)
+            batch, longest = [], 0
+        batch.append(i)
+        longest = max(longest, lengths[i])
+    return [*batches, batch] if batch else batches
+
+
 class TrainBatchSampler(Sampler[list[int]]):
     """Training batches of a seeded order per epoch, split across processes, resumable in O(1).
 
@@ -318,6 +344,10 @@ class TrainBatchSampler(Sampler[list[int]]):
     ``batch_size * num_replicas`` consecutive examples is dealt out across the processes, so N
     processes with batch B see exactly the batches of one process with batch N*B. Resuming
     skips the batches already trained by index: no batch is loaded to skip it.
+
+    With ``max_tokens`` (a token budget), batches are ``token_budget_batches``: fixed once, of
+    varying size, similar lengths inside each; every epoch shuffles their order (seeded by
+    ``seed + epoch``) and deals whole batches round-robin to the processes.
 
     Written here because torch's ``DistributedSampler`` and transformers' length-grouped samplers
     neither deal global batches this way nor skip to a position inside an epoch.
@@ -331,8 +361,10 @@ class TrainBatchSampler(Sampler[list[int]]):
         group_by_length: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
+        max_tokens: int | None = None,
     ) -> None:
         self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.budget = token_budget_batches(lengths, max_tokens, seed) if max_tokens else None
         self.group_by_length = group_by_length
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
@@ -360,7 +392,20 @@ class TrainBatchSampler(Sampler[list[int]]):
         order = (order * (1 + total // n))[:total]
         return order[self.rank :: world]
 
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This process's batches of ``epoch``, in order."""
+        if self.budget is None:
+            mine, size = self.order(epoch), self.batch_size
+            return [mine[b * size : (b + 1) * size] for b in range(len(self))]
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(len(self.budget), generator=g).tolist()
+        total = len(self) * self.num_replicas  # every process as many batches: wrap around
+        order = (order * (1 + total // len(order)))[:total]
+        return [self.budget[i] for i in order[self.rank :: self.num_replicas]]
+
     def __len__(self) -> int:
+        if self.budget is not None:
+            return -(-len(self.budget) // self.num_replicas)
         return batches_per_rank(len(self.lengths), self.num_replicas, self.batch_size)
 
     def __iter__(self):
@@ -370,9 +415,7 @@ class TrainBatchSampler(Sampler[list[int]]):
             start = self.resume_at[1]
         self.resume_at = None
         self.progress = [epoch, start]
-        mine = self.order(epoch)
-        for b in range(start, len(self)):
-            yield mine[b * self.batch_size : (b + 1) * self.batch_size]
+        yield from self.batches(epoch)[start:]
 
 
 class ResumableLoader(DataLoader):

@@ -160,3 +160,45 @@ def test_length_grouping_covers_every_example_with_less_padding(tmp_path, tokeni
     assert grouped_pad < random_pad / 2
     assert padding_and_order(True)[1] == grouped_seen  # deterministic by seed
     assert padding_and_order(True, seed=1)[1] != grouped_seen
+
+
+def test_token_budget_batches_fit_the_budget_cover_every_example_and_resume(tmp_path, tokenizer):
+    from framework.data import TrainBatchSampler
+
+    text = "text,label\n" + "".join(
+        f"{'word ' * (1 + (i * 7) % 23)},{'pos' if i % 2 else 'neg'}\n" for i in range(96)
+    )
+    _write(tmp_path / "train.csv", text)
+    _write(tmp_path / "dev.csv", text)
+    dm = _dm(tmp_path, tokenizer, batch_size=8, max_tokens=160)
+    dm.setup_data()
+    sizes, seen = [], []
+    for b in dm.train_dataloader():
+        assert b["input_ids"].numel() <= 160  # the budget, padding included
+        sizes.append(b["input_ids"].size(0))
+        seen += [
+            tuple(r[m.bool()].tolist())
+            for r, m in zip(b["input_ids"], b["attention_mask"], strict=True)
+        ]
+    assert len(sizes) == dm.num_train_batches()
+    assert sorted(seen) == sorted(tuple(f["input_ids"]) for f in dm.splits["train"])  # each once
+    assert max(sizes) > 8 > min(sizes)  # short examples in big batches, long ones in small
+
+    lengths = [len(f["input_ids"]) for f in dm.splits["train"]]
+    one = TrainBatchSampler(lengths, 8, seed=0, max_tokens=160)
+    assert one.batches(0) != one.batches(1)  # order reshuffled per epoch
+    assert one.batches(0) == TrainBatchSampler(lengths, 8, seed=0, max_tokens=160).batches(0)
+    one.resume_at = (0, 3)  # resume after 3 trained batches: the same remaining batches
+    assert list(one) == one.batches(0)[3:]
+    ranks = [TrainBatchSampler(lengths, 8, seed=0, num_replicas=2, rank=r, max_tokens=160)
+             for r in (0, 1)]  # fmt: skip
+    assert len(ranks[0]) == len(ranks[1]) == -(-len(one.budget) // 2)
+    dealt = [i for r in ranks for batch in r.batches(0) for i in batch]
+    assert set(dealt) == set(range(96))  # whole batches dealt across processes
+
+
+def test_token_budget_below_max_length_is_a_clear_error(tmp_path, tokenizer):
+    _write(tmp_path / "train.csv", CSV)
+    _write(tmp_path / "dev.csv", CSV)
+    with pytest.raises(UserError, match=r"raise data\.max_tokens"):
+        _dm(tmp_path, tokenizer, max_length=64, max_tokens=32)
