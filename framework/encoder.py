@@ -253,6 +253,9 @@ class Encoder(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if position_ids is None and self.cfg.position_offset:
+            # RoBERTa counts positions over the real tokens only (left padding included).
+            position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         if segment_ids is not None:
             same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T)

@@ -73,6 +73,12 @@ def test_family_matches_transformers(tmp_path, name, prefixed):
     assert all(not k.startswith(("embeddings.", "encoder.", "transformer.")) for k in rest)
     if prefixed:
         assert rest, "the task head's tensors should be in the rest"
+    if name == "roberta":  # left padding: positions count the real tokens only
+        left_ids, left_mask = ids.flip(1), mask.flip(1)
+        with torch.no_grad():
+            a = ours(left_ids, left_mask)
+            b = theirs(input_ids=left_ids, attention_mask=left_mask).last_hidden_state
+        assert (a[left_mask.bool()] - b[left_mask.bool()]).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("name", ["roberta", "distilbert", "electra"])
