@@ -313,6 +313,14 @@ _RENAMES = {  # ours -> Hugging Face, per layer (q/k/v handled separately: they 
 
 
 FAMILIES = ("bert", "roberta", "distilbert", "electra")
+_DISTILBERT_CONFIG = {  # DistilBERT config.json -> BERT's names
+    "dim": "hidden_size",
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "hidden_dim": "intermediate_size",
+    "activation": "hidden_act",
+    "dropout": "hidden_dropout_prob",
+}
 
 
 def config_from_hf(hf: dict) -> EncoderConfig:
@@ -320,20 +328,10 @@ def config_from_hf(hf: dict) -> EncoderConfig:
     DistilBERT or ELECTRA (discriminator) model."""
     family = hf.get("model_type", "bert")
     if family == "distilbert":
-        return EncoderConfig(
-            vocab_size=hf["vocab_size"],
-            hidden_size=hf["dim"],
-            num_layers=hf["n_layers"],
-            num_heads=hf["n_heads"],
-            intermediate_size=hf["hidden_dim"],
-            max_position_embeddings=hf.get("max_position_embeddings", 512),
-            type_vocab_size=1,  # DistilBERT has no segments: one all-zero type vector
-            layer_norm_eps=1e-12,  # fixed in DistilBERT's code
-            hidden_act=hf.get("activation", "gelu"),
-            hidden_dropout=hf.get("dropout", 0.1),
-            pad_token_id=hf.get("pad_token_id") or 0,
-            initializer_range=hf.get("initializer_range", 0.02),
-        )
+        # BERT's fields under other names; no segments (one all-zero type vector) and a
+        # LayerNorm eps fixed in DistilBERT's code.
+        hf = {_DISTILBERT_CONFIG.get(k, k): v for k, v in hf.items()}
+        hf.update(type_vocab_size=1, layer_norm_eps=1e-12)
     pad_token_id = hf.get("pad_token_id") or 0
     embedding_size = hf.get("embedding_size") if family == "electra" else None
     return EncoderConfig(
