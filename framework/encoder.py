@@ -10,7 +10,9 @@ two config fields cover them.
 
 Attention goes through one function, ``attention``, with two back-ends chosen at run time:
 ``sdpa`` (``torch.nn.functional.scaled_dot_product_attention``, fused) and ``math`` (the plain
-reference). An unpadded (varlen) back-end plugs in at the same place.
+reference). On CUDA the unpadded path (``unpad=True``) runs a variable-length FlashAttention
+kernel on the real tokens instead (``varlen_attention``: torch's own, else the ``flash-attn``
+package's), when the inputs are half precision and attention dropout is off.
 
 Shapes: B batch, T padded length, H hidden size, N heads, D head size (H = N * D).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,9 +107,72 @@ def attention(
     return probs @ v
 
 
-# (rows, columns) of the selected tokens in row-major order, each one's slot among its row's
-# selected tokens, and the most selected tokens in a row.
-Selection = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
+def _varlen_kernel():
+    """A variable-length FlashAttention function ``(q, k, v, cu_q, cu_k, max_q, max_k)`` on
+    (tokens, N, D) tensors: torch's own (torch >= 2.10), else ``flash-attn``'s; None if neither."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn
+    except ImportError:
+        pass
+    try:  # optional dependency, never required
+        from flash_attn import flash_attn_varlen_func
+
+        return flash_attn_varlen_func
+    except ImportError:
+        return None
+
+
+VARLEN = _varlen_kernel()
+
+
+def varlen_attention(
+    q: torch.Tensor,  # (Mq, N, D): the queries of all sequences, one after the other
+    k: torch.Tensor,  # (n, N, D)
+    v: torch.Tensor,  # (n, N, D)
+    cu_q: torch.Tensor,  # (B+1,) int32: where each sequence's queries start
+    cu_k: torch.Tensor,  # (B+1,) int32: where each sequence's keys start
+    max_q: int,
+    max_k: int,
+) -> torch.Tensor:  # (Mq, N, D)
+    assert VARLEN is not None
+    return VARLEN(q, k, v, cu_q, cu_k, max_q, max_k)
+
+
+def _half_precision(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether matmuls on ``device`` run in fp16/bf16 (autocast or half weights)."""
+    half = (torch.float16, torch.bfloat16)
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type) in half
+    return dtype in half
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The M tokens whose outputs a head reads (``output_mask``), in row-major order."""
+
+    flat: torch.Tensor  # (M,) row of each in the layer input: (B*T, H) padded or (n, H) unpadded
+    rows: torch.Tensor  # (M,) batch row
+    cols: torch.Tensor  # (M,) position in the row
+    slots: torch.Tensor  # (M,) rank among the selected tokens of its row
+    most: int  # the most selected tokens in one row
+
+
+@dataclass(frozen=True)
+class Unpadded:
+    """Where the n real tokens of a padded (B, T) batch are: ``idx`` (n,) into the flat B*T."""
+
+    idx: torch.Tensor
+    B: int
+    T: int
+    # With a varlen kernel (CUDA): (B+1,) int32 offsets of each row's real tokens in the (n, H)
+    # layout, and the longest row; attention then never sees the padded layout.
+    cu: torch.Tensor | None = None
+    longest: int = 0
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:  # (n, F) -> (B*T, F), zeros at the padding
+        return x.new_zeros(self.B * self.T, x.size(-1)).index_copy(0, self.idx, x)
 
 
 class Embeddings(nn.Module):
@@ -154,54 +220,86 @@ class Layer(nn.Module):
         self.act = ACTIVATIONS[cfg.hidden_act]
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
+    def _heads(self, x: torch.Tensor, B: int, T: int, k: int) -> torch.Tensor:
+        """(B*T or B, T, k*H) projections -> (k, B, N, T, D)."""
+        N = self.num_heads
+        return x.view(B, T, k, N, -1).permute(2, 0, 3, 1, 4)
+
+    def _finish(self, residual: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Attention output projection, residual, norm, then the MLP block (any leading dims)."""
+        x = self.attn_norm(residual + self.dropout(self.attn_out(a)))
+        m = self.mlp_out(self.act(self.mlp_in(x)))
+        return self.mlp_norm(x + self.dropout(m))
+
     def forward(
         self,
         x: torch.Tensor,  # (B, T, H)
         keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T) bool
         impl: AttnImpl,
-        only: Selection | None = None,
-        real: tuple[torch.Tensor, int, int] | None = None,
-    ) -> torch.Tensor:  # (B, T, H), (M, H) at the ``only`` positions, or (n, H) with ``real``
-        """``real`` = (flat indices of the n real tokens in the (B, T) batch, B, T): ``x`` is
-        then (n, H), the real tokens only, and only attention sees the padded layout."""
-        H, N = x.size(-1), self.num_heads
+    ) -> torch.Tensor:  # (B, T, H)
+        """The padded layout: every slot, pads included, goes through every sub-layer."""
+        B, T, H = x.shape
         p = self.attention_dropout if self.training else 0.0
-        if real is not None:
-            idx, B, T = real
-            # Linear layers, norms and activations run on the n real tokens; the projections
-            # are scattered into a zero (B*T, 3H) block for attention and gathered back.
-            qkv = self.qkv(x)  # (n, 3H)
-            qkv = qkv.new_zeros(B * T, 3 * H).index_copy(0, idx, qkv)
-            qkv = qkv.view(B, T, 3, N, H // N).permute(2, 0, 3, 1, 4)  # (3, B, N, T, D)
-            a = attention(qkv[0], qkv[1], qkv[2], keep, p, impl)  # (B, N, T, D)
-            a = a.transpose(1, 2).reshape(B * T, H).index_select(0, idx)  # (n, H)
-            residual = x
-        elif only is None:
-            B, T = x.shape[:2]
-            qkv = self.qkv(x).view(B, T, 3, N, H // N).permute(2, 0, 3, 1, 4)  # (3, B, N, T, D)
-            a = attention(qkv[0], qkv[1], qkv[2], keep, p, impl)  # (B, N, T, D)
-            a = a.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
-            residual = x
-        else:
-            B, T = x.shape[:2]
-            # Every token is a key and a value; only the selected ones are queries, and the
-            # rest of the block (output projection, MLP, norms) runs on those M tokens alone.
-            rows, cols, slots, Q = only
-            residual = x[rows, cols]  # (M, H)
-            w, b = self.qkv.weight, self.qkv.bias
-            kv = F.linear(x, w[H:], b[H:]).view(B, T, 2, N, H // N).permute(2, 0, 3, 1, 4)
-            q_real = F.linear(residual, w[:H], b[:H])  # (M, H)
-            q = q_real.new_zeros(B, Q, H)  # selected queries, left-aligned per row
-            q[rows, slots] = q_real
-            q = q.view(B, Q, N, H // N).transpose(1, 2)  # (B, N, Q, D)
-            # Unused query slots attend to every key: no empty softmax rows (NaN), then dropped.
-            q_keep = keep.new_ones(B, 1, Q, T)
-            q_keep[rows, 0, slots] = keep.expand(B, 1, T, T)[rows, 0, cols]
-            a = attention(q, kv[0], kv[1], q_keep, p, impl)  # (B, N, Q, D)
-            a = a.transpose(1, 2)[rows, slots].reshape(-1, H)  # (M, H)
-        x = self.attn_norm(residual + self.dropout(self.attn_out(a)))
-        m = self.mlp_out(self.act(self.mlp_in(x)))
-        return self.mlp_norm(x + self.dropout(m))
+        q, k, v = self._heads(self.qkv(x), B, T, 3)  # (B, N, T, D) each
+        a = attention(q, k, v, keep, p, impl).transpose(1, 2).reshape(B, T, H)
+        return self._finish(x, a)
+
+    def forward_unpadded(
+        self,
+        x: torch.Tensor,  # (n, H): the real tokens only
+        keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T) bool
+        impl: AttnImpl,
+        real: Unpadded,
+    ) -> torch.Tensor:  # (n, H)
+        """Linear layers, norms and activations run on the n real tokens; only attention sees
+        the padded layout (the projections are scattered into a zero block and gathered back)."""
+        H = x.size(-1)
+        if real.cu is not None:  # varlen kernel: no padded layout at all
+            q, k, v = self.qkv(x).view(-1, 3, self.num_heads, H // self.num_heads).unbind(1)
+            a = varlen_attention(q, k, v, real.cu, real.cu, real.longest, real.longest)
+            return self._finish(x, a.reshape(-1, H))  # (n, N, D) -> (n, H)
+        p = self.attention_dropout if self.training else 0.0
+        q, k, v = self._heads(real.pad(self.qkv(x)), real.B, real.T, 3)  # (B, N, T, D) each
+        a = attention(q, k, v, keep, p, impl)  # (B, N, T, D)
+        a = a.transpose(1, 2).reshape(-1, H).index_select(0, real.idx)  # (n, H)
+        return self._finish(x, a)
+
+    def forward_selected(
+        self,
+        x: torch.Tensor,  # (B, T, H) padded, or (n, H) with ``real``
+        keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T) bool
+        impl: AttnImpl,
+        sel: Selection,
+        real: Unpadded | None = None,
+    ) -> torch.Tensor:  # (M, H)
+        """Outputs at the selected tokens only: every token is a key and a value, only the M
+        selected ones are queries, and the rest of the block (output projection, MLP, norms)
+        runs on those M tokens alone."""
+        H = x.size(-1)
+        B, T = (real.B, real.T) if real is not None else x.shape[:2]
+        p = self.attention_dropout if self.training else 0.0
+        flat = x.reshape(-1, H)  # (B*T or n, H)
+        residual = flat.index_select(0, sel.flat)  # (M, H)
+        w, b = self.qkv.weight, self.qkv.bias
+        kv = F.linear(flat, w[H:], b[H:])  # (B*T or n, 2H)
+        if real is not None and real.cu is not None:  # varlen: queries grouped by row
+            N, D = self.num_heads, H // self.num_heads
+            k, v = kv.view(-1, 2, N, D).unbind(1)  # (n, N, D)
+            q = F.linear(residual, w[:H], b[:H]).view(-1, N, D)  # (M, N, D)
+            per_row = torch.bincount(sel.rows, minlength=B)  # (B,) selected tokens per row
+            cu_q = F.pad(per_row.cumsum(0), (1, 0)).to(torch.int32)
+            a = varlen_attention(q, k, v, cu_q, real.cu, sel.most, real.longest)
+            return self._finish(residual, a.reshape(-1, H))  # (M, H)
+        k, v = self._heads(real.pad(kv) if real is not None else kv, B, T, 2)  # (B, N, T, D)
+        q = residual.new_zeros(B, sel.most, H)  # selected queries, left-aligned per row
+        q[sel.rows, sel.slots] = F.linear(residual, w[:H], b[:H])
+        q = q.view(B, sel.most, self.num_heads, -1).transpose(1, 2)  # (B, N, Q, D)
+        # Unused query slots attend to every key: no empty softmax rows (NaN), then dropped.
+        q_keep = keep.new_ones(B, 1, sel.most, T)
+        q_keep[sel.rows, 0, sel.slots] = keep.expand(B, 1, T, T)[sel.rows, 0, sel.cols]
+        a = attention(q, k, v, q_keep, p, impl)  # (B, N, Q, D)
+        a = a.transpose(1, 2)[sel.rows, sel.slots].reshape(-1, H)  # (M, H)
+        return self._finish(residual, a)
 
 
 class Encoder(nn.Module):
@@ -260,8 +358,10 @@ class Encoder(nn.Module):
         if segment_ids is not None:
             same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T)
             keep = keep & same
-        if self.unpad and output_mask is None and not bool(attention_mask.all()):
-            return self._unpadded(input_ids, attention_mask, token_type_ids, position_ids, keep)
+        if self.unpad and not bool(attention_mask.all()):
+            return self._unpadded(
+                input_ids, attention_mask, token_type_ids, position_ids, keep, output_mask
+            )
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         last = len(self.layers) - 1 if output_mask is not None else len(self.layers)
         for layer in self.layers[:last]:
@@ -271,9 +371,29 @@ class Encoder(nn.Module):
         rows, cols = output_mask.nonzero(as_tuple=True)
         if last < 0 or rows.numel() == 0:
             return x[rows, cols]
-        slots = output_mask.long().cumsum(1)[rows, cols] - 1
-        most = int(output_mask.sum(1).max())  # one host sync: the query block's length
-        return self.layers[last](x, keep, self.attn_impl, (rows, cols, slots, most))
+        sel = _selection(output_mask, rows, cols, rows * x.size(1) + cols)
+        return self.layers[last].forward_selected(x, keep, self.attn_impl, sel)
+
+    def _use_varlen(self, device: torch.device, keep: torch.Tensor) -> bool:
+        """Whether the unpadded path runs the varlen kernel: CUDA, half precision, fused
+        attention (``sdpa``), no attention dropout in training, no packed segments."""
+        if device.type != "cuda" or self.attn_impl != "sdpa" or keep.size(2) != 1:
+            return False
+        dtype = self.embeddings.word_embeddings.weight.dtype
+        reasons = []
+        if VARLEN is None:
+            reasons.append("no varlen kernel (torch >= 2.10 or the flash-attn package)")
+        if not _half_precision(device, dtype):
+            reasons.append("fp32 (use trainer.precision=bf16-mixed)")
+        if self.training and self.cfg.attention_dropout > 0:
+            reasons.append("attention dropout > 0 (model.attention_dropout=0)")
+        if reasons:
+            warnings.warn(
+                "unpadded attention on CUDA falls back to SDPA on the padded layout: "
+                + "; ".join(reasons),
+                stacklevel=3,
+            )
+        return not reasons
 
     def _unpadded(
         self,
@@ -282,20 +402,44 @@ class Encoder(nn.Module):
         token_type_ids: torch.Tensor,  # (B, T)
         position_ids: torch.Tensor | None,  # (B, T)
         keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T)
-    ) -> torch.Tensor:  # (B, T, H), zeros at the padding
+        output_mask: torch.Tensor | None,  # (B, T) bool, selected positions (real tokens)
+    ) -> torch.Tensor:  # (B, T, H), zeros at the padding; or (M, H) with output_mask
         """The pad tokens are removed once, before the embeddings: every Linear, LayerNorm and
         activation runs on the n real tokens (n, H), which on short-text batches is most of the
         saving; attention gets them in the padded layout (SDPA with the key mask)."""
         B, T = input_ids.shape
         idx = attention_mask.flatten().nonzero().squeeze(1)  # (n,)
+        real = Unpadded(idx, B, T)
+        if self._use_varlen(input_ids.device, keep):
+            lengths = attention_mask.sum(1)  # (B,) real tokens per row, in ``idx`` order
+            cu = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+            real = Unpadded(idx, B, T, cu, int(lengths.max()))
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
-        flat = [t.flatten().index_select(0, idx)[None] for t in (input_ids, token_type_ids,
-                                                                  position_ids)]  # fmt: skip
+        flat = [t.flatten().index_select(0, real.idx)[None] for t in (input_ids, token_type_ids,
+                                                                       position_ids)]  # fmt: skip
         x = self.embeddings(*flat)[0]  # (n, H)
-        for layer in self.layers:
-            x = layer(x, keep, self.attn_impl, real=(idx, B, T))
-        return x.new_zeros(B * T, x.size(-1)).index_copy(0, idx, x).view(B, T, -1)
+        last = len(self.layers) - 1 if output_mask is not None else len(self.layers)
+        for layer in self.layers[:last]:
+            x = layer.forward_unpadded(x, keep, self.attn_impl, real)
+        if output_mask is None:
+            return real.pad(x).view(B, T, -1)
+        rows, cols = output_mask.nonzero(as_tuple=True)
+        # Each selected (real) token's row in the (n, H) layout: real tokens counted so far.
+        in_real = attention_mask.flatten().long().cumsum(0)[rows * T + cols] - 1  # (M,)
+        if last < 0 or rows.numel() == 0:
+            return x.index_select(0, in_real)
+        sel = _selection(output_mask, rows, cols, in_real)
+        return self.layers[last].forward_selected(x, keep, self.attn_impl, sel, real)
+
+
+def _selection(
+    output_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flat: torch.Tensor
+) -> Selection:
+    """The ``Selection`` of ``output_mask`` (B, T) bool; ``flat`` indexes the layer input."""
+    slots = output_mask.long().cumsum(1)[rows, cols] - 1  # (M,)
+    most = int(output_mask.sum(1).max())  # one host sync: the query block's length
+    return Selection(flat, rows, cols, slots, most)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,26 @@ from torch import nn
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from framework.encoder import Encoder
+from framework.errors import UserError
 from framework.task import Task
+
+
+def adamw(
+    groups: list[dict], lr: float, betas: tuple[float, float], eps: float, fused: bool | None
+) -> torch.optim.AdamW:
+    """AdamW; ``fused`` (one kernel over all parameters, what the HF Trainer uses by default):
+    None = where the parameters' device and dtype support it, else the foreach implementation."""
+    if fused is False:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+    except RuntimeError as e:  # a device or dtype the fused kernel does not support
+        if fused:
+            raise UserError(
+                f"optim.fused=true is not supported here ({str(e).splitlines()[0]}); "
+                "use optim.fused=null (fused where supported) or optim.fused=false"
+            ) from None
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
 class TaskModule(L.LightningModule):
@@ -30,6 +49,7 @@ class TaskModule(L.LightningModule):
         head_lr_scale: float = 1.0,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
         self.encoder, self.task, self.head = encoder, task, head
@@ -38,6 +58,7 @@ class TaskModule(L.LightningModule):
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.head_lr_scale = head_lr_scale
         self.betas, self.eps = tuple(betas), eps
+        self.fused = fused
         self.val_metrics = task.metrics().clone(prefix="val/")
         self.test_metrics = task.metrics().clone(prefix="test/")
 
@@ -153,9 +174,7 @@ class TaskModule(L.LightningModule):
                 {"params": decay, "weight_decay": self.weight_decay, "lr": lr},
                 {"params": no_decay, "weight_decay": 0.0, "lr": lr},
             ]
-        opt = torch.optim.AdamW(
-            [g for g in groups if g["params"]], lr=self.lr, betas=self.betas, eps=self.eps
-        )
+        opt = adamw([g for g in groups if g["params"]], self.lr, self.betas, self.eps, self.fused)
         total = self._stepping_batches()
         if math.isfinite(total):
             warmup = int(self.warmup_ratio * total)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from framework.cli import CONF_DIR, check_overrides
 from framework.config import print_config, register_resolvers
 from framework.errors import UserError
+from framework.timing import TrainTimer
 
 register_resolvers()
 
@@ -209,7 +210,8 @@ def run(cfg: DictConfig) -> dict:
     tokenizer, datamodule, module = build(cfg)
 
     check_precision(cfg.trainer)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    timer = TrainTimer()
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), timer]
     loggers = _instantiate_all(cfg.get("logger"), run_dir)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
@@ -237,6 +239,7 @@ def run(cfg: DictConfig) -> dict:
     metrics.update(start_metrics)
     metrics.update({f"packing_efficiency/{k}": v for k, v in datamodule.packing_efficiency.items()})
     metrics["fit_seconds"] = round(fit_seconds, 3)
+    metrics["train_seconds"] = round(timer.seconds, 3)  # training batches only (TrainTimer)
     metrics["best_checkpoint"] = best
 
     if trainer.is_global_zero:
@@ -249,7 +252,7 @@ def run(cfg: DictConfig) -> dict:
         shown = " ".join(
             f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/"))
         )
-        print(f"{shown} fit_seconds={fit_seconds:.1f}")
+        print(f"{shown} fit_seconds={fit_seconds:.1f} train_seconds={timer.seconds:.1f}")
         print(f"Run directory: {run_dir}")
     return metrics
 

@@ -1,7 +1,9 @@
 """Sequence classification: one sentence (``text``) or a sentence pair (``text`` + ``text_pair``).
 
 Head: BERT's pooler (dense + tanh on the [CLS] vector) then a linear classifier, so the export is a
-``BertForSequenceClassification``. Metrics: accuracy, macro-F1 and Matthews correlation.
+``BertForSequenceClassification``. The head reads the [CLS] position only (``output_positions``):
+the encoder's last layer computes that one query per row. Metrics: accuracy, macro-F1 and
+Matthews correlation.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class ClassificationHead(nn.Module):
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, C)
-        pooled = torch.tanh(self.pooler(hidden[:, 0]))  # (B, H): the [CLS] vector
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:  # (B, H) [CLS] vectors -> (B, C)
+        pooled = torch.tanh(self.pooler(cls))  # (B, H)
         return self.classifier(self.dropout(pooled))
 
 
@@ -125,9 +127,17 @@ class Classification:
             head.pooler.bias.data.copy_(pretrained["pooler.dense.bias"])
         return head
 
+    def output_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The [CLS] position of every row: the encoder's last layer computes only these."""
+        cls = torch.zeros_like(batch["input_ids"], dtype=torch.bool)  # (B, T)
+        cls[:, 0] = True
+        return cls
+
     def step(
         self, head: nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
+        if hidden.dim() == 3:  # (B, T, H): the full output, not only the [CLS] rows
+            hidden = hidden[:, 0]
         logits = head(hidden).float()  # (B, C)
         target = batch["labels"]  # (B,)
         return {

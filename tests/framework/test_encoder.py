@@ -125,8 +125,9 @@ def test_model_dir_without_weights_is_a_clear_error(tmp_path, minilm_dir):
         load_pretrained("no-such-org/no-such-model")
 
 
+@pytest.mark.parametrize("unpad", [False, True])
 @pytest.mark.parametrize("impl", ["sdpa", "math"])
-def test_output_mask_gives_the_selected_rows_of_the_full_output(tiny_encoder, impl):
+def test_output_mask_gives_the_selected_rows_of_the_full_output(tiny_encoder, impl, unpad):
     # Padded rows and packed rows (two documents in row 0), and a row with no selected token.
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 2000, (3, 12), generator=g)
@@ -140,7 +141,8 @@ def test_output_mask_gives_the_selected_rows_of_the_full_output(tiny_encoder, im
     tiny_encoder.attn_impl = impl
     tiny_encoder.train()  # gradients too; dropout is 0 in this fixture
     args = (ids, mask, None, segments, positions)
-    full = tiny_encoder(*args)
+    full = tiny_encoder(*args)  # the padded reference
+    tiny_encoder.unpad = unpad  # the batch has padding: unpad=True takes the unpadded path
     grads_full = torch.autograd.grad(full[selected].square().sum(), tiny_encoder.parameters())
     part = tiny_encoder(*args, output_mask=selected)
     grads_part = torch.autograd.grad(part.square().sum(), tiny_encoder.parameters())
@@ -150,6 +152,19 @@ def test_output_mask_gives_the_selected_rows_of_the_full_output(tiny_encoder, im
         assert (a - b).abs().max().item() <= 1e-5
     none = tiny_encoder(*args, output_mask=torch.zeros_like(selected))
     assert none.shape == (0, 64)
+
+
+def test_unpadded_output_mask_reads_the_cls_rows_of_a_padded_batch(tiny_encoder, tokenizer):
+    # What classification asks for: position 0 of every row, rows of different lengths.
+    ids, mask, types = _batch(tokenizer)
+    assert not mask.all()
+    full = tiny_encoder(ids, mask, types)[:, 0]  # (B, H), padded path
+    cls = torch.zeros_like(mask, dtype=torch.bool)
+    cls[:, 0] = True
+    tiny_encoder.unpad = True
+    part = tiny_encoder(ids, mask, types, output_mask=cls)
+    assert part.shape == full.shape
+    assert (part - full).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "math"])
