@@ -1,28 +1,30 @@
-"""Fine-tuning time and accuracy: tasklight's default ``experiment=sst2`` vs the HF Trainer.
+"""Fine-tuning time and quality: a tasklight recipe, as shipped, vs the HF Trainer on the same work.
 
 One invocation runs, per seed and back to back, each in its own process (so that peak RSS is
 per side):
 
-- ``hf_dynamic``: ``transformers.Trainer.train()`` with dynamic padding (its default collator);
+- ``hf_dynamic``: ``transformers.Trainer.train()`` with dynamic padding (random batches);
 - ``hf_grouped``: the same with length-grouped batches (``train_sampling_strategy=
   "group_by_length"``, transformers 4's ``group_by_length=True``);
-- ``tasklight``: ``python -m framework.train experiment=sst2 data.path=DATA
-  data.max_train_samples=N seed=S`` with nothing else changed (the default a user runs).
+- ``tasklight``: ``python -m framework.train experiment=RECIPE data.path=DATA seed=S`` (plus
+  ``data.max_train_samples=N`` with ``--train-samples``), nothing else changed: the default a
+  user runs.
 
-Both sides: all-MiniLM-L6-v2, the same seeded subset of N training sentences (tasklight's own
-``max_train_samples`` draw: ``Dataset.shuffle(seed).select(range(N))``), max length 128, batch
-32, 1 epoch, lr 5e-5 with the recipe's head learning rate (x``optim.head_lr_scale`` on the pooler
-and classifier), linear warm-up 10% then decay to 0, weight decay 0.01 (not on biases and
-LayerNorm), gradient clipping 1.0, fused AdamW, the same dropouts (hidden 0.1, attention as the
-recipe's model config, classifier 0.1). The HF side gets these from the composed tasklight config,
-so the two cannot drift apart.
+Recipes: ``sst2`` (GLUE SST-2, ``BertForSequenceClassification``, dev accuracy) and ``conll2003``
+(CoNLL-2003 NER, ``BertForTokenClassification``, first sub-token of each word labelled as in
+run_ner.py, dev entity F1 by seqeval on word-level tags). Both sides: all-MiniLM-L6-v2, the same
+training examples (with ``--train-samples``, tasklight's own draw: ``Dataset.shuffle(seed)
+.select(range(N))``), max length 128, and every hyperparameter read from the composed tasklight
+recipe: batch size, epochs, learning rate with the recipe's head learning rate (x
+``optim.head_lr_scale`` on the head), warm-up ratio then linear decay to 0, weight decay (not on
+biases and LayerNorm), AdamW betas and eps (fused on both sides), gradient clipping, hidden,
+attention and head dropout. The two sides cannot drift apart.
 
 Timed span, both sides: each training batch from its start (after loading) to the end of its
 optimizer step (tasklight: ``train_seconds`` in ``metrics.json``; HF: ``on_step_begin`` to
-``on_step_end``). No validation or checkpoint writes inside it. Dev accuracy on the 872 GLUE dev
-sentences. The last output line is JSON.
+``on_step_end``); no validation or checkpoint writes inside it. The last output line is JSON.
 
-    python bench/finetune_vs_hf.py --data DIR [--train-samples 8000] [--seeds 0 1 2]
+    python bench/finetune_vs_hf.py --data DIR [--recipe sst2] [--train-samples 8000] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -41,38 +43,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SIDES = ("hf_dynamic", "hf_grouped", "tasklight")
+METRIC = {"sst2": ("val/acc", "dev_acc"), "conll2003": ("val/f1", "dev_f1")}
 
 
-def recipe(data: Path, n: int, seed: int) -> list[str]:
-    """The tasklight command's overrides: the default recipe, data and subset only."""
-    return ["experiment=sst2", f"data.path={data}", f"data.max_train_samples={n}", f"seed={seed}"]
+def recipe(name: str, data: Path, n: int | None, seed: int) -> list[str]:
+    """The tasklight command's overrides: the recipe, data, subset and seed only."""
+    limit = [f"data.max_train_samples={n}"] if n else []
+    return [f"experiment={name}", f"data.path={data}", *limit, f"seed={seed}"]
 
 
-def run_hf(data: Path, n: int, seed: int, group_by_length: bool) -> dict:
-    """One HF Trainer run in this process, configured from the composed tasklight recipe."""
-    import torch
+def _subset(ds, n: int | None, seed: int):
+    return ds.shuffle(seed=seed).select(range(n)) if n and n < len(ds) else ds
+
+
+def sst2_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
+    """(train, dev, model, metric) for SST-2."""
     from datasets import Dataset
-    from hydra import compose, initialize_config_dir
-    from transformers import (
-        AutoTokenizer,
-        BertForSequenceClassification,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        get_linear_schedule_with_warmup,
-    )
+    from transformers import BertForSequenceClassification
 
-    from framework.config import register_resolvers
     from framework.data import read_table
 
-    register_resolvers()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*recipe(data, n, seed), "paths.output_dir=/tmp/x"])
-    d, o, m, t = cfg.data, cfg.optim, cfg.model, cfg.task
-    tokenizer = AutoTokenizer.from_pretrained(m.name_or_path)
-    train = Dataset.from_dict(read_table(data / d.train_file))
-    train = train.shuffle(seed=seed).select(range(n))  # tasklight's max_train_samples draw
+    d, t = cfg.data, cfg.task
+    train = _subset(Dataset.from_dict(read_table(data / d.train_file)), n, seed)
     dev = Dataset.from_dict(read_table(data / d.val_file))
 
     def encode(rows):
@@ -82,15 +74,102 @@ def run_hf(data: Path, n: int, seed: int, group_by_length: bool) -> dict:
 
     cols = train.column_names
     train, dev = (s.map(encode, batched=True, remove_columns=cols) for s in (train, dev))
-    torch.manual_seed(seed)
     model = BertForSequenceClassification.from_pretrained(
-        m.name_or_path,
-        num_labels=2,
-        attn_implementation="sdpa",
-        attention_probs_dropout_prob=m.attention_dropout,
-        hidden_dropout_prob=0.1 if m.hidden_dropout is None else m.hidden_dropout,
-        classifier_dropout=t.dropout,
+        cfg.model.name_or_path, num_labels=2, classifier_dropout=t.dropout, **_dropouts(cfg)
     )
+
+    def metric(pred) -> float:
+        return float((pred.predictions.argmax(-1) == pred.label_ids).mean())
+
+    return train, dev, model, metric
+
+
+def conll2003_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
+    """(train, dev, model, metric) for CoNLL-2003, as run_ner.py: first sub-token labelled."""
+    import numpy as np
+    from datasets import Dataset
+    from seqeval.metrics import f1_score
+    from transformers import BertForTokenClassification
+
+    from tasks.ner import NER
+
+    reader = NER()
+    d = cfg.data
+    train = _subset(Dataset.from_dict(reader.read_file(data / d.train_file)), n, seed)
+    dev = Dataset.from_dict(reader.read_file(data / d.val_file))
+    labels = ["O", *(f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BI")]
+    label_to_id = {tag: i for i, tag in enumerate(labels)}
+
+    def align(batch):  # run_ner.py's tokenize_and_align_labels, label_all_tokens=False
+        enc = tokenizer(
+            batch["tokens"], is_split_into_words=True, truncation=True, max_length=d.max_length
+        )
+        enc["labels"] = []
+        for i, tags in enumerate(batch["tags"]):
+            prev, lab = None, []
+            for w in enc.word_ids(i):
+                lab.append(-100 if w is None or w == prev else label_to_id[tags[w]])
+                prev = w
+            enc["labels"].append(lab)
+        return enc
+
+    train, dev = (s.map(align, batched=True, remove_columns=["tokens", "tags"])
+                  for s in (train, dev))  # fmt: skip
+    model = BertForTokenClassification.from_pretrained(
+        cfg.model.name_or_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id=label_to_id,
+        classifier_dropout=cfg.task.dropout,
+        **_dropouts(cfg),
+    )
+
+    def metric(pred) -> float:
+        preds = np.argmax(pred.predictions, axis=-1)
+        gold = [[labels[y] for y in row if y != -100] for row in pred.label_ids]
+        guess = [
+            [labels[x] for x, y in zip(p, row, strict=True) if y != -100]
+            for p, row in zip(preds, pred.label_ids, strict=True)
+        ]
+        return float(f1_score(gold, guess))
+
+    return train, dev, model, metric
+
+
+def _dropouts(cfg) -> dict:
+    m = cfg.model
+    return {
+        "attn_implementation": "sdpa",
+        "attention_probs_dropout_prob": m.attention_dropout,
+        "hidden_dropout_prob": 0.1 if m.hidden_dropout is None else m.hidden_dropout,
+    }
+
+
+def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: bool) -> dict:
+    """One HF Trainer run in this process, configured from the composed tasklight recipe."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        get_linear_schedule_with_warmup,
+    )
+
+    from framework.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*recipe(name, data, n, seed), "paths.output_dir=/tmp/x"])
+    d, o = cfg.data, cfg.optim
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
+    torch.manual_seed(seed)
+    build = sst2_side if name == "sst2" else conll2003_side
+    train, dev, model, metric = build(cfg, data, n, seed, tokenizer)
+    collator = DataCollatorWithPadding if name == "sst2" else DataCollatorForTokenClassification
     # The recipe's parameter groups: no decay on 1-d parameters, the head at lr x head_lr_scale.
     groups = []
     head = ("bert.pooler.", "classifier.")
@@ -101,7 +180,7 @@ def run_hf(data: Path, n: int, seed: int, group_by_length: bool) -> dict:
             ps = [p for _, p in params if (p.ndim > 1) == decay]
             groups.append({"params": ps, "lr": lr, "weight_decay": o.weight_decay if decay else 0})
     opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=True)
-    steps = -(-n // d.batch_size) * cfg.trainer.max_epochs
+    steps = -(-len(train) // d.batch_size) * cfg.trainer.max_epochs
     sched = get_linear_schedule_with_warmup(opt, int(o.warmup_ratio * steps), steps)
 
     class StepTimer(TrainerCallback):
@@ -138,33 +217,34 @@ def run_hf(data: Path, n: int, seed: int, group_by_length: bool) -> dict:
             model=model,
             args=args,
             train_dataset=train,
-            data_collator=DataCollatorWithPadding(tokenizer),
+            data_collator=collator(tokenizer),
             optimizers=(opt, sched),
             callbacks=[timer],
         )
         start = time.perf_counter()
         trainer.train()
         train_wall = time.perf_counter() - start
-        pred = trainer.predict(dev)
-    acc = float((pred.predictions.argmax(-1) == pred.label_ids).mean())
+        score = metric(trainer.predict(dev))
     return {"train_seconds": round(timer.seconds, 3), "train_call_seconds": round(train_wall, 3),
-            "steps": timer.steps, "dev_acc": acc}  # fmt: skip
+            "steps": timer.steps, METRIC[name][1]: score}  # fmt: skip
 
 
-def run_tasklight(data: Path, n: int, seed: int, workdir: Path) -> dict:
-    run_dir = workdir / f"tasklight-seed{seed}"
-    cmd = [sys.executable, "-m", "framework.train", *recipe(data, n, seed),
+def run_tasklight(name: str, data: Path, n: int | None, seed: int, workdir: Path) -> dict:
+    run_dir = workdir / f"tasklight-{name}-seed{seed}"
+    cmd = [sys.executable, "-m", "framework.train", *recipe(name, data, n, seed),
            f"hydra.run.dir={run_dir}"]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    key, out = METRIC[name]
     return {"train_seconds": metrics["train_seconds"], "fit_seconds": metrics["fit_seconds"],
-            "dev_acc": metrics["val/acc"]}  # fmt: skip
+            out: metrics[key]}  # fmt: skip
 
 
-def child(side: str, data: Path, n: int, seed: int, workdir: Path) -> dict:
+def child(name: str, side: str, data: Path, n: int | None, seed: int, workdir: Path) -> dict:
     """Run one side in a child process (its peak RSS is its own)."""
-    cmd = [sys.executable, __file__, "--one", side, "--data", str(data), "--train-samples",
-           str(n), "--seeds", str(seed), "--workdir", str(workdir)]  # fmt: skip
+    cmd = [sys.executable, __file__, "--one", side, "--recipe", name, "--data", str(data),
+           "--seeds", str(seed), "--workdir", str(workdir)]  # fmt: skip
+    cmd += ["--train-samples", str(n)] if n else []
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if proc.returncode:
         raise SystemExit(f"{side} seed {seed} failed (exit {proc.returncode})")
@@ -182,8 +262,9 @@ def peak_rss_mib() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="GLUE SST-2 folder (train/dev.tsv)")
-    ap.add_argument("--train-samples", type=int, default=8000)
+    ap.add_argument("--data", type=Path, required=True, help="the recipe's data folder")
+    ap.add_argument("--recipe", choices=sorted(METRIC), default="sst2")
+    ap.add_argument("--train-samples", type=int, default=None, help="default: the whole split")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     ap.add_argument("--workdir", type=Path, default=None, help="tasklight run dirs (default: tmp)")
@@ -191,14 +272,15 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    data = a.data.resolve()
+    data, n, name = a.data.resolve(), a.train_samples, a.recipe
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="finetune_vs_hf-"))
+    score = METRIC[name][1]
     if a.one:
         seed = a.seeds[0]
         if a.one == "tasklight":
-            result = run_tasklight(data, a.train_samples, seed, workdir)
+            result = run_tasklight(name, data, n, seed, workdir)
         else:
-            result = run_hf(data, a.train_samples, seed, a.one == "hf_grouped")
+            result = run_hf(name, data, n, seed, a.one == "hf_grouped")
         result["peak_rss_mib"] = peak_rss_mib()
         print(json.dumps(result))
         return
@@ -207,19 +289,20 @@ def main() -> None:
     runs: dict[str, list[dict]] = {side: [] for side in a.sides}
     for seed in a.seeds:
         for side in a.sides:
-            r = child(side, data, a.train_samples, seed, workdir)
+            r = child(name, side, data, n, seed, workdir)
             r["seed"] = seed
             runs[side].append(r)
             print(
-                f"seed {seed} {side:11s} train_seconds {r['train_seconds']:8.1f}  dev acc "
-                f"{r['dev_acc']:.4f}  peak RSS {r.get('peak_rss_mib', 0):7.0f} MiB",
+                f"seed {seed} {side:11s} train_seconds {r['train_seconds']:8.1f}  {score} "
+                f"{r[score]:.4f}  peak RSS {r.get('peak_rss_mib', 0):7.0f} MiB",
                 flush=True,
             )
     summary = {}
     for side, rs in runs.items():
         summary[side] = {
             "train_seconds_mean": round(statistics.mean(r["train_seconds"] for r in rs), 2),
-            "dev_acc_mean": round(statistics.mean(r["dev_acc"] for r in rs), 4),
+            f"{score}_mean": round(statistics.mean(r[score] for r in rs), 4),
+            f"{score}_spread": round(max(r[score] for r in rs) - min(r[score] for r in rs), 4),
             "peak_rss_mib_max": max(r.get("peak_rss_mib", 0) for r in rs),
         }
     if "tasklight" in runs:
@@ -230,7 +313,7 @@ def main() -> None:
             )
     for side, s in summary.items():
         print(f"{side:11s} {s}")
-    print(json.dumps({"train_samples": a.train_samples, "seeds": a.seeds, "threads":
+    print(json.dumps({"recipe": name, "train_samples": n, "seeds": a.seeds, "threads":
                       torch.get_num_threads(), "summary": summary, "runs": runs}))  # fmt: skip
 
 

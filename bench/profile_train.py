@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="profiled optimizer steps")
     ap.add_argument("--warmup", type=int, default=10, help="steps before profiling starts")
     ap.add_argument("--out", type=Path, default=Path("/tmp/tasklight-profile"))
+    ap.add_argument("--top", type=int, default=0, help="also list the N costliest ops")
     ap.add_argument("overrides", nargs="*", help="framework.train overrides")
     a = ap.parse_args()
 
@@ -124,6 +125,7 @@ def main() -> None:
 
     seconds = dict.fromkeys([*BUCKETS, "other_aten"], 0.0)
     spans = dict.fromkeys(SPANS, 0.0)
+    per_op: dict[str, float] = {}
 
     def span_of(e) -> str | None:
         return next((cat for cat, prefix in SPANS.items() if e.name.startswith(prefix)), None)
@@ -142,6 +144,7 @@ def main() -> None:
         if enclosed:  # inside another aten op (counted there) or inside a span
             continue
         t = e.cpu_time_total / 1e6  # a top-level aten op: its whole time, children included
+        per_op[e.name] = per_op.get(e.name, 0.0) + t
         cat = next((c for c, names in BUCKETS.items() if any(n in e.name for n in names)), None)
         if cat is None:
             cat = "gemm" if any(n in e.name for n in ("linear", "matmul")) else "other_aten"
@@ -153,6 +156,8 @@ def main() -> None:
     for cat, s in rows:
         print(f"{cat:28s} {s:8.2f} {s / wall:6.1%} {1000 * s / a.steps:8.1f}")
     print(f"{'wall':28s} {wall:8.2f} {1:6.1%} {1000 * wall / a.steps:8.1f}")
+    for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[: a.top]:
+        print(f"  {op:40s} {1000 * t / a.steps:8.2f} ms/step")
     print(json.dumps({"steps": a.steps, "wall_s": round(wall, 3),
                       "seconds": {k: round(v, 3) for k, v in seconds.items()},
                       "overrides": a.overrides}))  # fmt: skip

@@ -275,9 +275,8 @@ class DataModule(L.LightningDataModule):
                 persistent_workers=self.num_workers > 0,
                 generator=generator,
             )
-        if self.length_grouping:
-            # Evaluation order does not change any metric: longest first, least padding.
-            features = sorted(features, key=lambda f: -len(f["input_ids"]))
+        # Evaluation order does not change any metric: longest first, least padding.
+        features = sorted(features, key=lambda f: -len(f["input_ids"]))
         # Each process evaluates its own share, each example exactly once (no padding
         # duplicates, unlike DistributedSampler); metrics sync their states.
         return DataLoader(

@@ -170,9 +170,34 @@ class Unpadded:
     # layout, and the longest row; attention then never sees the padded layout.
     cu: torch.Tensor | None = None
     longest: int = 0
+    # Without one (CPU): attention in length buckets (``Bucket``), each padded to its own longest
+    # row, and ``order`` puts their concatenated real tokens back in the (n, H) order.
+    buckets: tuple[Bucket, ...] = ()
+    order: torch.Tensor | None = None
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:  # (n, F) -> (B*T, F), zeros at the padding
         return x.new_zeros(self.B * self.T, x.size(-1)).index_copy(0, self.idx, x)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Rows of similar length whose attention runs as one padded (b, t) block."""
+
+    slots: torch.Tensor  # (b*t,) each slot's row in the (n+1, F) layout; row n is all zeros
+    keep: torch.Tensor  # (b, 1, 1, t) bool: real keys
+    real: torch.Tensor  # (m,) the slots that hold real tokens, in the (n, H) order
+    b: int
+    t: int
+
+
+def length_buckets(lengths: list[int], rows_per_bucket: int = 8) -> list[list[int]]:
+    """Row ids (sorted by length) cut into buckets of ``rows_per_bucket`` rows when that
+    pads at most 3/4 of what one (B, longest) block would; else one bucket (a batch already
+    grouped by length gains nothing from more, smaller attention calls)."""
+    rows = sorted(range(len(lengths)), key=lengths.__getitem__)
+    chunks = [rows[i : i + rows_per_bucket] for i in range(0, len(rows), rows_per_bucket)]
+    slots = sum(len(c) * lengths[c[-1]] for c in chunks)
+    return chunks if slots <= 0.75 * len(rows) * max(lengths) else [rows]
 
 
 class Embeddings(nn.Module):
@@ -259,6 +284,15 @@ class Layer(nn.Module):
             a = varlen_attention(q, k, v, real.cu, real.cu, real.longest, real.longest)
             return self._finish(x, a.reshape(-1, H))  # (n, N, D) -> (n, H)
         p = self.attention_dropout if self.training else 0.0
+        if real.buckets:  # attention per length bucket, each padded to its own longest row
+            qkv = self.qkv(x)  # (n, 3H)
+            qkv = torch.cat([qkv, qkv.new_zeros(1, 3 * H)])  # (n+1, 3H): row n pads
+            parts = []
+            for bk in real.buckets:
+                q, k, v = self._heads(qkv.index_select(0, bk.slots), bk.b, bk.t, 3)  # (b,N,t,D)
+                a = attention(q, k, v, bk.keep, p, impl).transpose(1, 2).reshape(-1, H)
+                parts.append(a.index_select(0, bk.real))  # (m, H)
+            return self._finish(x, torch.cat(parts).index_select(0, real.order))  # (n, H)
         q, k, v = self._heads(real.pad(self.qkv(x)), real.B, real.T, 3)  # (B, N, T, D) each
         a = attention(q, k, v, keep, p, impl)  # (B, N, T, D)
         a = a.transpose(1, 2).reshape(-1, H).index_select(0, real.idx)  # (n, H)
@@ -406,14 +440,17 @@ class Encoder(nn.Module):
     ) -> torch.Tensor:  # (B, T, H), zeros at the padding; or (M, H) with output_mask
         """The pad tokens are removed once, before the embeddings: every Linear, LayerNorm and
         activation runs on the n real tokens (n, H), which on short-text batches is most of the
-        saving; attention gets them in the padded layout (SDPA with the key mask)."""
+        saving. Attention: a varlen kernel on CUDA; on CPU, SDPA over length buckets of the
+        rows (``length_buckets``), each padded to its own longest row."""
         B, T = input_ids.shape
         idx = attention_mask.flatten().nonzero().squeeze(1)  # (n,)
         real = Unpadded(idx, B, T)
+        lengths = attention_mask.sum(1)  # (B,) real tokens per row, in ``idx`` order
         if self._use_varlen(input_ids.device, keep):
-            lengths = attention_mask.sum(1)  # (B,) real tokens per row, in ``idx`` order
             cu = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
             real = Unpadded(idx, B, T, cu, int(lengths.max()))
+        elif input_ids.device.type == "cpu" and keep.size(2) == 1:  # no packed segments
+            real = _bucketed(real, lengths.tolist())
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         flat = [t.flatten().index_select(0, real.idx)[None] for t in (input_ids, token_type_ids,
@@ -431,6 +468,33 @@ class Encoder(nn.Module):
             return x.index_select(0, in_real)
         sel = _selection(output_mask, rows, cols, in_real)
         return self.layers[last].forward_selected(x, keep, self.attn_impl, sel, real)
+
+
+def _bucketed(real: Unpadded, lengths: list[int]) -> Unpadded:
+    """``real`` with its attention buckets: each row's real tokens left-aligned in its bucket's
+    block (attention does not depend on where in the block a token sits: positions are in the
+    embeddings)."""
+    groups = length_buckets(lengths)
+    if len(groups) == 1:
+        return real  # one block: the (B, T) layout itself is as small
+    device, n = real.idx.device, len(real.idx)
+    starts = [0]
+    for length in lengths[:-1]:
+        starts.append(starts[-1] + length)
+    buckets, reals = [], []
+    for rows in groups:
+        t = max(lengths[r] for r in rows)
+        col = torch.arange(t, device=device)  # (t,)
+        start = torch.tensor([starts[r] for r in rows], device=device)[:, None]  # (b, 1)
+        valid = col[None] < torch.tensor([lengths[r] for r in rows], device=device)[:, None]
+        slots = torch.where(valid, start + col[None], n).flatten()  # (b*t,)
+        flat_valid = valid.flatten()
+        buckets.append(Bucket(slots, valid[:, None, None, :], flat_valid.nonzero().squeeze(1),
+                              len(rows), t))  # fmt: skip
+        reals.append(slots[flat_valid])  # where each real slot's token sits in (n, H)
+    order = torch.empty(n, dtype=torch.long, device=device)
+    order[torch.cat(reals)] = torch.arange(n, device=device)
+    return dataclasses.replace(real, buckets=tuple(buckets), order=order)
 
 
 def _selection(

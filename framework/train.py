@@ -224,6 +224,11 @@ def run(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
+    # The optimizer's state (AdamW: twice the weights) and the last gradients are not needed
+    # for evaluation: freed before the best checkpoint is loaded (the peak memory of the run).
+    for optimizer in trainer.optimizers:
+        optimizer.state.clear()
+    module.zero_grad(set_to_none=True)
 
     # The checkpoint callback that tracks the monitored metric ("best"), if any.
     checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]

@@ -11,6 +11,7 @@ from framework.encoder import (
     config_from_hf,
     config_to_hf,
     hf_to_tasklight,
+    length_buckets,
     preset,
     tasklight_to_hf,
 )
@@ -184,3 +185,33 @@ def test_unpadded_path_matches_padded_path(tiny_encoder, tokenizer, impl):
     assert outs[1][~real].abs().max().item() == 0.0  # padding rows are zeros
     for a, b in zip(*grads, strict=True):  # sums over many tokens: relative to their size
         assert (a - b).abs().max().item() <= 1e-6 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_length_buckets_match_the_padded_path(tiny_encoder, impl):
+    # Rows of very different lengths in random order (an unsorted training batch): the CPU
+    # unpadded path runs attention in length buckets; same outputs and gradients as padded.
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 40, (20,), generator=g)
+    lengths[3] = 60
+    ids = torch.randint(1000, 2000, (20, 60), generator=g)
+    mask = (torch.arange(60)[None] < lengths[:, None]).long()
+    assert len(length_buckets(lengths.tolist())) > 1  # this batch is bucketed
+    tiny_encoder.attn_impl = impl
+    tiny_encoder.train()  # gradients too; dropout is 0 in this fixture
+    real = mask.bool()
+    cls = torch.zeros_like(real)
+    cls[:, 0] = True
+    # A random projection of the outputs: gradients of the same size in every layer (a sum of
+    # squares of LayerNorm outputs is nearly constant, its lower-layer gradients rounding noise).
+    proj = torch.randn(int(real.sum()), 64, generator=g)
+    outs, grads = [], []
+    for unpad in (False, True):
+        tiny_encoder.unpad = unpad
+        out = tiny_encoder(ids, mask)
+        outs.append(out)
+        loss = (out[real] * proj).sum() + tiny_encoder(ids, mask, output_mask=cls).sum()
+        grads.append(torch.autograd.grad(loss, tiny_encoder.parameters()))
+    assert (outs[1][real] - outs[0][real]).abs().max().item() <= 1e-5
+    for a, b in zip(*grads, strict=True):
+        assert (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())
