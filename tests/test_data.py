@@ -58,10 +58,14 @@ def test_batches_are_padded_per_batch_and_subset_is_seeded(tmp_path, tokenizer):
     other.setup_data()
     assert other.splits["train"] != dm.splits["train"]
     assert list((tmp_path / "cache").glob("train-*.arrow"))  # encoded once, cached
+    labels, lengths = [], []
     for batch in dm.val_dataloader():
-        lengths = batch["attention_mask"].sum(1)
-        assert batch["input_ids"].shape[1] == lengths.max()  # dynamic padding
-        assert batch["labels"].tolist() == [1, 0, 1, 0][: len(lengths)]
+        batch_lengths = batch["attention_mask"].sum(1)
+        assert batch["input_ids"].shape[1] == batch_lengths.max()  # dynamic padding
+        labels += batch["labels"].tolist()
+        lengths += batch_lengths.tolist()
+    assert sorted(labels) == [0, 0, 1, 1]  # every dev example once
+    assert lengths == sorted(lengths, reverse=True)  # evaluated longest first
 
 
 @pytest.mark.parametrize(
