@@ -39,9 +39,10 @@ def main() -> None:
     cfg = preset("base", hidden_dropout=0.0)
     torch.manual_seed(0)
     ours = Encoder(cfg).cuda().train()
-    theirs = BertModel(BertConfig(**config_to_hf(cfg)), add_pooling_layer=False,
-                       attn_implementation="sdpa")  # fmt: skip
-    theirs.load_state_dict(tasklight_to_hf(ours.state_dict(), cfg.num_layers), strict=False)
+    hf_config = BertConfig(**config_to_hf(cfg))
+    hf_config._attn_implementation = "sdpa"
+    theirs = BertModel(hf_config, add_pooling_layer=False)
+    theirs.load_state_dict(tasklight_to_hf(ours.state_dict(), cfg.num_layers))  # same weights
     theirs = theirs.cuda().train()
     g = torch.Generator().manual_seed(0)
     batches = []

@@ -276,8 +276,9 @@ class Layer(nn.Module):
         impl: AttnImpl,
         real: Unpadded,
     ) -> torch.Tensor:  # (n, H)
-        """Linear layers, norms and activations run on the n real tokens; only attention sees
-        the padded layout (the projections are scattered into a zero block and gathered back)."""
+        """Linear layers, norms and activations run on the n real tokens. Attention: the varlen
+        kernel on them (``real.cu``), or SDPA per length bucket (``real.buckets``), or SDPA on
+        the (B, T) layout (the projections scattered into a zero block and gathered back)."""
         H = x.size(-1)
         if real.cu is not None:  # varlen kernel: no padded layout at all
             q, k, v = self.qkv(x).view(-1, 3, self.num_heads, H // self.num_heads).unbind(1)

@@ -18,23 +18,25 @@ from framework.encoder import Encoder
 from framework.errors import UserError
 from framework.task import Task
 
+# Devices with torch's fused AdamW kernel (torch >= 2.4). torch checks only at the first step.
+FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")
+
 
 def adamw(
     groups: list[dict], lr: float, betas: tuple[float, float], eps: float, fused: bool | None
 ) -> torch.optim.AdamW:
     """AdamW; ``fused`` (one kernel over all parameters, what the HF Trainer uses by default):
-    None = where the parameters' device and dtype support it, else the foreach implementation."""
-    if fused is False:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
-    except RuntimeError as e:  # a device or dtype the fused kernel does not support
-        if fused:
-            raise UserError(
-                f"optim.fused=true is not supported here ({str(e).splitlines()[0]}); "
-                "use optim.fused=null (fused where supported) or optim.fused=false"
-            ) from None
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    None = where every parameter's device and dtype support it, else the foreach one."""
+    params = [p for g in groups for p in g["params"]]
+    supported = all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
+    if fused and not supported:
+        kinds = sorted({f"{p.dtype} on {p.device.type}" for p in params})
+        raise UserError(
+            f"optim.fused=true: no fused AdamW kernel for {', '.join(kinds)}; use "
+            "optim.fused=null (fused where supported) or optim.fused=false"
+        )
+    use_fused = supported if fused is None else fused
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=use_fused or None)
 
 
 class TaskModule(L.LightningModule):

@@ -38,6 +38,8 @@ def test_fast_run_writes_a_complete_run_directory(fast_run):
     m = _metrics(run_dir)
     assert {"val/acc", "val/f1", "val/mcc", "val/loss", "fit_seconds"} <= set(m)
     assert 0.0 <= m["val/acc"] <= 1.0 and m["fit_seconds"] > 0
+    # training batches only: less than fit, which also validates and writes checkpoints
+    assert 0 < m["train_seconds"] < m["fit_seconds"]
     assert (
         Path(m["best_checkpoint"]).name.startswith("best-") and Path(m["best_checkpoint"]).is_file()
     )

@@ -1,0 +1,39 @@
+"""The generic module's optimizer choice and the training-time callback."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from framework.errors import UserError
+from framework.module import adamw
+from framework.timing import TrainTimer
+
+
+def _groups():
+    return [{"params": [torch.nn.Parameter(torch.randn(4, 4))], "lr": 1e-3}]
+
+
+def test_adamw_is_fused_where_supported_and_foreach_on_request():
+    assert adamw(_groups(), 1e-3, (0.9, 0.999), 1e-8, None).defaults["fused"] is True  # CPU
+    assert not adamw(_groups(), 1e-3, (0.9, 0.999), 1e-8, False).defaults["fused"]
+
+
+def test_adamw_fused_required_on_an_unsupported_dtype_is_a_user_error():
+    complex_ = [{"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))]}]
+    with pytest.raises(UserError, match=r"optim\.fused=true"):
+        adamw(complex_, 1e-3, (0.9, 0.999), 1e-8, True)
+    assert not adamw(complex_, 1e-3, (0.9, 0.999), 1e-8, None).defaults["fused"]  # falls back
+
+
+def test_train_timer_counts_batches_only():
+    timer = TrainTimer()
+    for _ in range(2):
+        timer.on_train_batch_start(None, None, None, 0)
+        time.sleep(0.02)
+        timer.on_train_batch_end(None, None, None, None, 0)
+        time.sleep(0.05)  # between batches (loading, validation, checkpoints): not counted
+    assert timer.batches == 2
+    assert 0.04 <= timer.seconds < 0.09
