@@ -126,6 +126,15 @@ class DataModule(L.LightningDataModule):
             raise UserError("no data source: set data.path=DIR (local files) or data.hub_id")
         if batch_size < 1:
             raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise UserError(
+                f"data.eval_batch_size must be >= 1 (or null: data.batch_size), got "
+                f"{eval_batch_size}"
+            )
+        if max_length < 2:
+            raise UserError(
+                f"data.max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}"
+            )
         if max_tokens is not None and max_tokens < max_length:
             raise UserError(
                 f"data.max_tokens={max_tokens} is below data.max_length={max_length}: the "

@@ -120,6 +120,10 @@ def build_encoder(
     for key, value in drop.items():
         if not 0.0 <= value < 1.0:
             raise UserError(f"model.{key} must be in [0, 1), got {value}")
+    if attn_impl not in ("sdpa", "math"):
+        raise UserError(
+            f"model.attn_impl must be sdpa (fused) or math (reference), not {attn_impl!r}"
+        )
     if init_from:
         encoder, extra, _ = load_init_from(init_from, attn_impl, **drop)
         return encoder, extra

@@ -60,7 +60,19 @@ class Classification:
         self.labels = [str(x) for x in labels] if labels is not None else None
         self.label_names = list(label_names) if label_names is not None else None
         self.dropout = dropout
+        if self.labels is not None:
+            self._check_labels()
         self._check_label_names()
+
+    def _check_labels(self) -> None:
+        dup = sorted({x for x in self.labels if self.labels.count(x) > 1})
+        if dup:
+            raise UserError(
+                f"task.labels lists {', '.join(map(repr, dup))} more than once; give each "
+                "label once"
+            )
+        if "" in self.labels:
+            raise UserError("task.labels holds an empty label ''; remove it")
 
     def _check_label_names(self) -> None:
         if self.labels is not None and self.label_names is not None:
@@ -77,7 +89,15 @@ class Classification:
 
     def setup(self, train_rows: dict[str, list]) -> None:
         if self.labels is None:
-            self.labels = sorted({str(v) for v in train_rows[self.label_column]})
+            values = train_rows[self.label_column]
+            missing = [i for i, v in enumerate(values) if v is None or not str(v).strip()]
+            if missing:
+                raise UserError(
+                    f"{len(missing)} train rows have no value in column {self.label_column!r} "
+                    f"(first: row {missing[0] + 1}); fill them in or drop those rows"
+                )
+            self.labels = sorted({str(v) for v in values})
+            self._check_labels()
             self._check_label_names()
         if len(self.labels) < 2:
             raise UserError(
