@@ -10,9 +10,11 @@ two config fields cover them.
 
 Attention goes through one function, ``attention``, with two back-ends chosen at run time:
 ``sdpa`` (``torch.nn.functional.scaled_dot_product_attention``, fused) and ``math`` (the plain
-reference). On CUDA the unpadded path (``unpad=True``) runs a variable-length FlashAttention
-kernel on the real tokens instead (``varlen_attention``: torch's own, else the ``flash-attn``
-package's), when the inputs are half precision and attention dropout is off.
+reference). The unpadded path (``unpad=True``) runs everything but attention on the real tokens
+only; its attention runs, on CUDA, a variable-length FlashAttention kernel on the real tokens
+(``varlen_attention``: torch's own, else the ``flash-attn`` package's) when the inputs are half
+precision and attention dropout is off, and on CPU SDPA per length bucket of the batch's rows
+(``length_buckets``).
 
 Shapes: B batch, T padded length, H hidden size, N heads, D head size (H = N * D).
 """
