@@ -69,7 +69,7 @@ def sst2_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
 
     def encode(rows):
         enc = tokenizer(rows[t.text_column], truncation=True, max_length=d.max_length)
-        enc["labels"] = [int(x) for x in rows["label"]]
+        enc["labels"] = [int(x) for x in rows[t.label_column]]
         return enc
 
     cols = train.column_names
