@@ -189,3 +189,27 @@ def resolve_resume(run_dir: Path, resume: str | None, ckpt_path: str | None) -> 
         found = newest_valid_checkpoint(run_dir)
         return str(found) if found is not None else None
     return None
+
+
+def check_fits(path: str | Path, module: torch.nn.Module) -> None:
+    """A ``UserError`` when checkpoint ``path`` holds other weights than ``module`` has: one
+    written for another task, label set or model (Lightning would fail deep in ``load_state_dict``).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+    own = module.state_dict()
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if wrong:
+        k = wrong[0]
+        why = f"{k} is {tuple(state[k].shape)} there, {tuple(own[k].shape)} here"
+    elif missing:
+        why = f"it has no {missing[0]}"
+    elif extra:
+        why = f"its {extra[0]} is not in this model"
+    else:
+        return
+    raise UserError(
+        f"checkpoint {path} was written for another task or model ({why}); resume it with the "
+        "config of the run that wrote it (its config.yaml), or start a new run directory"
+    )

@@ -42,27 +42,49 @@ def read_utf8(path: Path) -> str:
         ) from None
 
 
-def read_table(path: str | Path) -> dict[str, list]:
-    """Rows of a .csv, .tsv or .jsonl file, column-major. TSV is read without quoting (GLUE)."""
+# The table formats every task reads, and the suffixes that name them when data.format is null.
+TABLE_FORMATS = {"csv": (".csv",), "tsv": (".tsv",), "jsonl": (".jsonl", ".json")}
+
+
+def guess_format(path: Path, formats: dict[str, tuple[str, ...]]) -> str:
+    """The format whose suffixes include ``path``'s; a ``UserError`` naming the choices."""
+    suffix = path.suffix.lower()
+    for fmt, suffixes in formats.items():
+        if suffix in suffixes:
+            return fmt
+    raise UserError(
+        f"{path}: cannot tell the format from the suffix {suffix!r}; set data.format to one of: "
+        f"{', '.join(formats)}"
+    )
+
+
+def read_table(path: str | Path, fmt: str | None = None) -> dict[str, list]:
+    """Rows of a CSV, TSV or JSON-lines file, column-major; ``fmt`` None: from the suffix.
+    TSV is read without quoting (GLUE)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; check data.path and the file names")
+    fmt = fmt or guess_format(path, TABLE_FORMATS)
     text = read_utf8(path)
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
+    if fmt == "jsonl":
         records = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    records.append(json.loads(line))
+                    records.append(json.loads(line, parse_constant=_no_constant))
+                except _NonFinite as e:
+                    raise UserError(
+                        f"{path}:{n}: {e} is not a JSON value; write null for a missing value, "
+                        "or drop the row"
+                    ) from None
                 except json.JSONDecodeError as e:
                     raise UserError(f"{path}:{n}: not a JSON object ({e.msg})") from None
         if not all(isinstance(r, dict) for r in records):
             raise UserError(f"{path}: every line must be a JSON object")
         columns = list(dict.fromkeys(k for r in records for k in r))
         rows = {c: [r.get(c) for r in records] for c in columns}
-    elif suffix in (".csv", ".tsv"):
-        if suffix == ".tsv":
+    elif fmt in ("csv", "tsv"):
+        if fmt == "tsv":
             reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
         else:
             reader = csv.reader(text.splitlines())
@@ -81,10 +103,21 @@ def read_table(path: str | Path) -> dict[str, list]:
             for c, v in zip(columns, fields, strict=True):
                 rows[c].append(v)
     else:
-        raise UserError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .jsonl")
+        raise UserError(
+            f"{path}: unknown table format {fmt!r}; use one of {', '.join(TABLE_FORMATS)}"
+        )
     if not rows or not len(next(iter(rows.values()))):
         raise UserError(f"{path} has no rows; every split needs at least one example")
     return rows
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> None:
+    """Python's json reads NaN and Infinity, which JSON does not have: refused here."""
+    raise _NonFinite(name)
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -95,8 +128,9 @@ class DataModule(L.LightningDataModule):
     """Encoded train/val/test splits of one data source, served as padded batches.
 
     Local files: ``path`` is a directory and ``train_file``/``val_file``/``test_file`` name files in
-    it (``test_file=None``: no test split). Hub: ``hub_id`` (+ ``hub_config``) and ``hub_splits``
-    mapping train/val/test to the data set's split names.
+    it (``test_file=None``: no test split), read as ``format`` (None: from each file's suffix;
+    the task may add formats of its own, e.g. CoNLL columns). Hub: ``hub_id`` (+ ``hub_config``)
+    and ``hub_splits`` mapping train/val/test to the data set's split names.
     """
 
     def __init__(
@@ -107,6 +141,7 @@ class DataModule(L.LightningDataModule):
         train_file: str | None = "train.csv",
         val_file: str | None = "dev.csv",
         test_file: str | None = None,
+        format: str | None = None,
         hub_id: str | None = None,
         hub_config: str | None = None,
         hub_splits: dict[str, str | None] | None = None,
@@ -131,6 +166,16 @@ class DataModule(L.LightningDataModule):
                 f"data.eval_batch_size must be >= 1 (or null: data.batch_size), got "
                 f"{eval_batch_size}"
             )
+        if num_workers < 0:
+            raise UserError(
+                f"data.num_workers must be >= 0 (0: load in the main process), got {num_workers}"
+            )
+        self.formats = {**TABLE_FORMATS, **_task_formats(task)}
+        if format is not None and format not in self.formats:
+            raise UserError(
+                f"data.format={format!r} is not one of: {', '.join(self.formats)} (null: from "
+                "the file suffix)"
+            )
         if max_length < 2:
             raise UserError(
                 f"data.max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}"
@@ -143,6 +188,7 @@ class DataModule(L.LightningDataModule):
         self.task, self.tokenizer = task, tokenizer
         self.path, self.hub_id, self.hub_config = path, hub_id, hub_config
         self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.format = format
         self.hub_splits = dict(hub_splits or {"train": "train", "val": "validation"})
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -176,7 +222,7 @@ class DataModule(L.LightningDataModule):
                 rows = self._read(file)
                 st = file.stat()
                 key = _fingerprint(str(file.resolve()), st.st_size, st.st_mtime_ns)
-                out[split] = (Dataset.from_dict(rows), key)
+                out[split] = (_dataset(rows, file), key)
             return out
         from datasets import load_dataset
 
@@ -196,13 +242,14 @@ class DataModule(L.LightningDataModule):
         return out
 
     def _read(self, file: Path) -> dict[str, list]:
-        """A task may read its own formats (``read_file(path) -> rows or None``, e.g. CoNLL)."""
-        reader = getattr(self.task, "read_file", None)
-        if reader is not None and file.is_file():
-            rows = reader(file)
-            if rows is not None:
-                return rows
-        return read_table(file)
+        """Rows of ``file`` in ``data.format`` (or the one its suffix names); a task reads its
+        own format (``file_format``/``read_file``, e.g. CoNLL columns)."""
+        if not file.is_file():
+            raise UserError(f"data file {file} does not exist; check data.path and the file names")
+        fmt = self.format or guess_format(file, self.formats)
+        if fmt in TABLE_FORMATS:
+            return read_table(file, fmt)
+        return self.task.read_file(file)
 
     # -- encoding --------------------------------------------------------------------------------
 
@@ -445,6 +492,29 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.batch_sampler.resume_at = (state["epoch"], state["batches"])
+
+
+def _dataset(rows: dict[str, list], file: Path) -> Dataset:
+    """``Dataset.from_dict``; a column Arrow cannot hold (mixed value types) is a ``UserError``."""
+    import pyarrow as pa
+
+    try:
+        return Dataset.from_dict(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        column = next(
+            (c for c, v in rows.items() if len({type(x) for x in v} - {type(None)}) > 1), None
+        )
+        where = f"column {column!r}" if column else "a column"
+        raise UserError(
+            f"{file}: {where} mixes value types ({str(e).splitlines()[0]}); give each column "
+            "values of one type (e.g. quote the numbers)"
+        ) from None
+
+
+def _task_formats(task: Task) -> dict[str, tuple[str, ...]]:
+    """The file format a task reads itself, if any: {name: suffixes} (``ReadsFiles``)."""
+    fmt = getattr(task, "file_format", None)
+    return {fmt: tuple(getattr(task, "file_suffixes", ()))} if fmt else {}
 
 
 def _class_labels_to_names(ds: Dataset) -> Dataset:

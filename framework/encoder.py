@@ -328,8 +328,9 @@ class Layer(nn.Module):
             a = varlen_attention(q, k, v, cu_q, real.cu, sel.most, real.longest)
             return self._finish(residual, a.reshape(-1, H))  # (M, H)
         k, v = self._heads(real.pad(kv) if real is not None else kv, B, T, 2)  # (B, N, T, D)
-        q = residual.new_zeros(B, sel.most, H)  # selected queries, left-aligned per row
-        q[sel.rows, sel.slots] = F.linear(residual, w[:H], b[:H])
+        q_sel = F.linear(residual, w[:H], b[:H])  # (M, H); bf16 under autocast
+        q = q_sel.new_zeros(B, sel.most, H)  # selected queries, left-aligned per row
+        q[sel.rows, sel.slots] = q_sel
         q = q.view(B, sel.most, self.num_heads, -1).transpose(1, 2)  # (B, N, Q, D)
         # Unused query slots attend to every key: no empty softmax rows (NaN), then dropped.
         q_keep = keep.new_ones(B, 1, sel.most, T)

@@ -54,6 +54,16 @@ class TaskModule(L.LightningModule):
         fused: bool | None = None,
     ) -> None:
         super().__init__()
+        for name, value, ok, rule in (
+            ("lr", lr, lr > 0, "> 0"),
+            ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+            ("warmup_ratio", warmup_ratio, 0 <= warmup_ratio <= 1, "in [0, 1]"),
+            ("head_lr_scale", head_lr_scale, head_lr_scale > 0, "> 0"),
+            ("eps", eps, eps > 0, "> 0"),
+            ("betas", tuple(betas), all(0 <= b < 1 for b in betas), "in [0, 1)"),
+        ):
+            if not ok:
+                raise UserError(f"optim.{name} must be {rule}, got {value}")
         self.encoder, self.task, self.head = encoder, task, head
         if hasattr(head, "tie_to"):  # e.g. an MLM decoder shares the input embeddings
             head.tie_to(encoder)

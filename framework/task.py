@@ -68,10 +68,14 @@ class ReadsFewPositions(Protocol):
 
 
 class ReadsFiles(Protocol):
-    """Optional: a task that reads file formats of its own (CoNLL columns...)."""
+    """Optional: a task that reads a file format of its own (CoNLL columns, raw text), beside the
+    tables (CSV, TSV, JSON lines) the data module reads for every task."""
 
-    def read_file(self, path: Path) -> dict[str, list] | None:
-        """Rows of ``path``, or None to let the data module read it (CSV, TSV, JSON lines)."""
+    file_format: ClassVar[str]  # its name for data.format, e.g. "conll"
+    file_suffixes: ClassVar[tuple[str, ...]]  # files read in it when data.format is null
+
+    def read_file(self, path: Path) -> dict[str, list]:
+        """Rows of ``path`` (column-major)."""
 
 
 def pad(seqs: list[list[int]], value: int) -> torch.Tensor:

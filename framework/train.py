@@ -178,6 +178,12 @@ def build(cfg: DictConfig) -> tuple:
         init_from,
     )
     encoder.unpad = bool(m.get("unpad", False))
+    if len(tokenizer) > encoder.cfg.vocab_size:  # its ids would index past the embeddings
+        raise UserError(
+            f"the tokenizer ({tok_path}) has {len(tokenizer)} tokens but the model's embeddings "
+            f"have {encoder.cfg.vocab_size} rows; use the model's own tokenizer "
+            "(model.tokenizer=null) or a model whose vocabulary holds it"
+        )
     positions = encoder.cfg.max_position_embeddings - encoder.cfg.position_offset
     if datamodule.max_length > positions:
         raise UserError(
@@ -189,13 +195,34 @@ def build(cfg: DictConfig) -> tuple:
     return tokenizer, datamodule, module
 
 
+def build_trainer(trainer_cfg: DictConfig, callbacks: list, loggers: list):
+    """The Lightning Trainer of ``trainer.*``; a setting it refuses is a ``UserError``."""
+    import torch
+    from hydra.errors import InstantiationException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={trainer_cfg.accelerator} but no CUDA GPU is visible (is this "
+            "torch a CPU build?); use trainer=cpu, or trainer.accelerator=auto"
+        )
+    try:
+        return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause)
+            raise UserError(f"the trainer.* config is refused by Lightning: {first}") from e
+        raise
+
+
 def run(cfg: DictConfig) -> dict:
     """Train and evaluate as configured; returns the final metrics (also in metrics.json)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities import rank_zero_only
 
-    from framework.checkpoint import resolve_resume
+    from framework.checkpoint import check_fits, resolve_resume
     from framework.export import export_hf
 
     run_dir = Path(cfg.paths.output_dir)
@@ -213,7 +240,9 @@ def run(cfg: DictConfig) -> dict:
     timer = TrainTimer()
     callbacks = [*_instantiate_all(cfg.get("callbacks")), timer]
     loggers = _instantiate_all(cfg.get("logger"), run_dir)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer = build_trainer(cfg.trainer, callbacks, loggers)
+    if resume_from is not None:
+        check_fits(resume_from, module)
 
     start_metrics: dict = {}
     if cfg.get("validate_first") and resume_from is None:  # the curve's starting point

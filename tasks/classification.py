@@ -8,6 +8,7 @@ Matthews correlation.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -39,6 +40,13 @@ class ClassificationHead(nn.Module):
     def forward(self, cls: torch.Tensor) -> torch.Tensor:  # (B, H) [CLS] vectors -> (B, C)
         pooled = torch.tanh(self.pooler(cls))  # (B, H)
         return self.classifier(self.dropout(pooled))
+
+
+def _is_missing(value: Any) -> bool:
+    """No label: JSON null or NaN, an empty field."""
+    return (
+        value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip()
+    )
 
 
 @register_task("classification")
@@ -90,7 +98,7 @@ class Classification:
     def setup(self, train_rows: dict[str, list]) -> None:
         if self.labels is None:
             values = train_rows[self.label_column]
-            missing = [i for i, v in enumerate(values) if v is None or not str(v).strip()]
+            missing = [i for i, v in enumerate(values) if _is_missing(v)]
             if missing:
                 raise UserError(
                     f"{len(missing)} train rows have no value in column {self.label_column!r} "

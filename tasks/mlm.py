@@ -127,10 +127,11 @@ class MaskedLM:
 
     # -- data ------------------------------------------------------------------------------------
 
-    def read_file(self, path: Path) -> dict[str, list] | None:
+    file_format = "text"  # data.format=text; the default for these suffixes
+    file_suffixes = TEXT_SUFFIXES
+
+    def read_file(self, path: Path) -> dict[str, list]:
         """Raw text: one document per line, or (``documents=blank``) per blank-line block."""
-        if path.suffix.lower() not in TEXT_SUFFIXES:
-            return None
         text = read_utf8(path)
         if self.documents == "line":
             docs = [ln.strip() for ln in text.splitlines() if ln.strip()]

@@ -209,10 +209,11 @@ class NER:
 
     # -- data -----------------------------------------------------------------------------------
 
-    def read_file(self, path: Path) -> dict[str, list] | None:
+    file_format = "conll"  # data.format=conll; the default for these suffixes
+    file_suffixes = CONLL_SUFFIXES
+
+    def read_file(self, path: Path) -> dict[str, list]:
         """Sentences of a CoNLL column file: one word per line, blank lines between sentences."""
-        if path.suffix.lower() not in CONLL_SUFFIXES:
-            return None
         lines = read_utf8(path).splitlines()
         tokens, tags, words, wtags, width = [], [], [], [], None
         for n, line in enumerate([*lines, ""], 1):
@@ -225,7 +226,15 @@ class NER:
                     tags.append(wtags)
                     words, wtags = [], []
                 continue
-            width = width or len(fields)
+            if width is None:
+                width = len(fields)
+                for key in ("token_field", "tag_field"):
+                    index = getattr(self, key)
+                    if not -width <= index < width:
+                        raise UserError(
+                            f"task.{key}={index} is not a column of {path} (its word lines have "
+                            f"{width} columns); use an index from {-width} to {width - 1}"
+                        )
             if len(fields) != width:
                 raise UserError(
                     f"{path}:{n}: {len(fields)} columns where the file has {width}; every word "
@@ -277,6 +286,18 @@ class NER:
     def encode(
         self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
     ) -> dict[str, list]:
+        columns = zip(rows[self.tokens_column], rows[self.tags_column], strict=True)
+        for r, (ws, ts) in enumerate(columns):
+            if not isinstance(ws, list) or not isinstance(ts, list):
+                raise UserError(
+                    f"row {indices[r] + 1}: columns {self.tokens_column!r} and "
+                    f"{self.tags_column!r} must hold lists (one entry per word)"
+                )
+            if len(ws) != len(ts):
+                raise UserError(
+                    f"row {indices[r] + 1} has {len(ws)} tokens but {len(ts)} tags; every token "
+                    f"of {self.tokens_column!r} needs one tag in {self.tags_column!r}"
+                )
         words = [[str(w) for w in ws] for ws in rows[self.tokens_column]]
         enc = self._tokenize(words, tokenizer, max_length)
         # A word with no sub-token (e.g. a lone control character) would vanish from training

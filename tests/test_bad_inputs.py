@@ -1,55 +1,284 @@
 """Bad input through the entry point: one ``error:`` line that names the problem and the fix, a
-non-zero exit, no traceback and no checkpoint."""
+non-zero exit, no traceback and no checkpoint.
+
+Each row of ``CASES`` is one input a user can get wrong. They run through ``framework.train.main``
+in this process (the same code path as the command, without paying for a Python start per row);
+one case also runs as a real process, for the exit status and stderr of the command itself.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import FAST, run_cli
 
 GOOD = "text,label\ngood film,positive\nbad film,negative\nfine,positive\n"
+CONLL = "EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\nPeter B-PER\nBlackburn I-PER\n"
+CONLL_DEV = "Peter B-PER\nsaid O\n"
 
 
-def _data(tmp_path, train: str = GOOD, dev: str = GOOD, suffix: str = "csv"):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / f"train.{suffix}").write_text(train)
-    (data / f"dev.{suffix}").write_text(dev)
-    files = [f"data.train_file=train.{suffix}", f"data.val_file=dev.{suffix}"]
-    return [f"data.path={data}", *files]
+def _jsonl(*rows: dict) -> str:
+    return "\n".join(json.dumps(r) for r in rows) + "\n"
 
 
-NULL_LABEL = "\n".join(
-    json.dumps(r) for r in [{"text": "good", "label": "pos"}, {"text": "bad", "label": None}]
-)
+NER = ("task=ner", "data.train_file=train.txt", "data.val_file=dev.txt")
+NER_FILES = {"train.txt": CONLL, "dev.txt": CONLL_DEV}
+NER_JSON = ("task=ner", "data.train_file=train.jsonl", "data.val_file=dev.jsonl")
+GOOD_NER_JSON = _jsonl({"tokens": ["Peter", "said"], "tags": ["B-PER", "O"]})
 
-CASES = {
-    "empty label value": ({"train": GOOD + "no label here,\n"}, [], "have no value in column"),
+# name: (files in data.path (besides train.csv/dev.csv = GOOD), overrides, text of the error).
+# In overrides, {data} is the data folder and {tmp} the test's temporary folder.
+CASES: dict[str, tuple[dict[str, str], tuple[str, ...], str]] = {
+    # -- data files --------------------------------------------------------------------------
+    "data.path is not a folder": ({}, ("data.path={tmp}/nowhere",), "is not a directory"),
+    "train file missing": ({}, ("data.train_file=nope.csv",), "nope.csv does not exist"),
+    "file not UTF-8": (
+        {"train.csv": "text,label\ncaf\xe9,positive\n"},
+        (),
+        "is not UTF-8 (bad byte at line 2)",
+    ),
+    "ragged CSV row": ({"train.csv": GOOD + "one,two,three\n"}, (), "3 fields where the header"),
+    "header only": ({"train.csv": "text,label\n"}, (), "has no rows"),
+    "malformed JSON line": (
+        {"train.jsonl": '{"text": "good", "label": "pos"}\n{"text": oops}\n'},
+        ("data.train_file=train.jsonl",),
+        "train.jsonl:2: not a JSON object",
+    ),
+    "text column missing": ({}, ("task.text_column=sentence",), "column 'sentence' not found"),
+    "unknown suffix": (
+        {"train.parquet": GOOD},
+        ("data.train_file=train.parquet",),
+        "set data.format to one of: csv, tsv, jsonl",
+    ),
+    "unknown data.format": ({}, ("data.format=xml",), "data.format='xml' is not one of"),
+    "data.max_train_samples=0": ({}, ("data.max_train_samples=0",), "empty after"),
+    # -- labels --------------------------------------------------------------------------------
+    "empty label value": ({"train.csv": GOOD + "no label here,\n"}, (), "have no value in column"),
     "null label value (JSON)": (
-        {"train": NULL_LABEL, "dev": NULL_LABEL, "suffix": "jsonl"},
-        [],
+        {"train.jsonl": _jsonl({"text": "a", "label": "pos"}, {"text": "b", "label": None})},
+        ("data.train_file=train.jsonl",),
         "have no value in column 'label'",
+    ),
+    "NaN label value (JSON)": (
+        {"train.jsonl": '{"text": "a", "label": "pos"}\n{"text": "b", "label": NaN}\n'},
+        ("data.train_file=train.jsonl",),
+        "train.jsonl:2: NaN is not a JSON value",
+    ),
+    "JSON column mixing numbers and strings": (
+        {"train.jsonl": _jsonl({"text": "a", "label": "pos"}, {"text": "b", "label": 1})},
+        ("data.train_file=train.jsonl",),
+        "column 'label' mixes value types",
     ),
     "duplicated task.labels": (
         {},
-        ["task.labels=[negative,positive,negative]"],
+        ("task.labels=[negative,positive,negative]",),
         "task.labels lists 'negative' more than once",
     ),
-    "data.max_length=0": ({}, ["data.max_length=0"], "data.max_length must be >= 2"),
-    "data.eval_batch_size=-1": ({}, ["data.eval_batch_size=-1"], "data.eval_batch_size must be"),
-    "unknown model.attn_impl": ({}, ["model.attn_impl=flash9"], "model.attn_impl must be sdpa"),
+    "dev label outside the train labels": (
+        {"dev.csv": GOOD + "meh,neutral\n"},
+        (),
+        "label 'neutral' is not in the label set",
+    ),
+    "one label only": (
+        {"train.csv": "text,label\na,pos\nb,pos\n"},
+        (),
+        "needs at least 2 labels",
+    ),
+    # -- NER data ------------------------------------------------------------------------------
+    "NER tokens and tags of different lengths (JSON)": (
+        {
+            "train.jsonl": _jsonl({"tokens": ["EU", "rejects"], "tags": ["B-ORG"]}),
+            "dev.jsonl": GOOD_NER_JSON,
+        },
+        NER_JSON,
+        "2 tokens but 1 tags",
+    ),
+    "NER task.tag_field beyond the columns": (
+        NER_FILES,
+        (*NER, "task.tag_field=3"),
+        "task.tag_field=3 is not a column",
+    ),
+    "NER CoNLL file with a suffix the reader does not know": (
+        {"train.annotated": CONLL, "dev.txt": CONLL_DEV},
+        ("task=ner", "data.train_file=train.annotated", "data.val_file=dev.txt"),
+        "set data.format to one of: csv, tsv, jsonl, conll",
+    ),
+    "NER CoNLL lines with different column counts": (
+        {"train.txt": "EU NNP B-ORG\nrejects O\n", "dev.txt": CONLL_DEV},
+        NER,
+        "2 columns where the file has 3",
+    ),
+    "NER dev tag outside the label set": (
+        {"train.txt": CONLL, "dev.txt": "Paris B-LOC\n"},
+        NER,
+        "tag 'B-LOC' is not in the label set",
+    ),
+    "NER unknown task.scheme": (NER_FILES, (*NER, "task.scheme=BILOU"), "task.scheme must be"),
+    # -- data options --------------------------------------------------------------------------
+    "data.max_length=0": ({}, ("data.max_length=0",), "data.max_length must be >= 2"),
+    "data.max_length beyond the positions": (
+        {},
+        ("data.max_length=100000",),
+        "exceeds the model's 512 positions",
+    ),
+    "data.batch_size=0": ({}, ("data.batch_size=0",), "data.batch_size must be >= 1"),
+    "data.eval_batch_size=-1": ({}, ("data.eval_batch_size=-1",), "data.eval_batch_size must be"),
+    "data.max_tokens below data.max_length": (
+        {},
+        ("data.max_tokens=8",),
+        "data.max_tokens=8 is below data.max_length",
+    ),
+    "data.num_workers=-1": ({}, ("data.num_workers=-1",), "data.num_workers must be >= 0"),
+    # -- model and tokenizer ---------------------------------------------------------------
+    "unknown model.attn_impl": ({}, ("model.attn_impl=flash9",), "model.attn_impl must be sdpa"),
+    "unknown model.preset": ({}, ("model.preset=huge",), "model.preset"),
+    "attention dropout out of range": (
+        {},
+        ("model.attention_dropout=1.5",),
+        "model.attention_dropout must be in [0, 1)",
+    ),
+    "model.tokenizer missing": (
+        {},
+        ("model.tokenizer={tmp}/no_tokenizer",),
+        "cannot load a tokenizer from",
+    ),
+    "tokenizer larger than the embeddings": (
+        {},
+        ("model=minilm", "model.tokenizer={tmp}/big_tokenizer"),
+        "the model's embeddings have 30522 rows",
+    ),
+    "model.init_from missing": (
+        {},
+        ("model.init_from={tmp}/no_run",),
+        "is neither a run directory",
+    ),
+    # -- optimisation and trainer ----------------------------------------------------------
+    "negative optim.lr": ({}, ("optim.lr=-0.1",), "optim.lr must be > 0"),
+    "optim.warmup_ratio above 1": ({}, ("optim.warmup_ratio=1.5",), "optim.warmup_ratio must"),
+    "trainer=gpu without a GPU": (
+        {},
+        ("trainer=gpu", "trainer.accelerator=gpu"),  # FAST sets cpu
+        "no CUDA GPU is visible",
+    ),
+    "unknown trainer.precision": ({}, ("trainer.precision=17",), "Precision 17 is invalid"),
+    # -- command line --------------------------------------------------------------------------
+    "unknown config group option": ({}, ("model=bert_huge",), "unknown model 'bert_huge'"),
+    "unknown config key": ({}, ("optim.lrr=1",), "unknown config key 'optim.lrr'"),
+    "unknown task option": ({}, ("+task.colour=red",), "task 'classification' has no option"),
+    # -- checkpoints and resume ------------------------------------------------------------
+    "resume=yes": ({}, ("resume=yes",), "use resume=auto"),
+    "ckpt_path missing": ({}, ("ckpt_path={tmp}/none.ckpt",), "none.ckpt does not exist"),
+    "ckpt_path truncated": (
+        {},
+        ("ckpt_path={tmp}/truncated.ckpt",),
+        "is not a complete training checkpoint",
+    ),
+    "resume=auto and ckpt_path together": (
+        {},
+        ("resume=auto", "ckpt_path={tmp}/truncated.ckpt"),
+        "not both",
+    ),
+    "ckpt_path of another task": (
+        {},
+        ("ckpt_path={tmp}/ner.ckpt",),
+        "was written for another task or model",
+    ),
 }
 
 
+def run_main(*args: str) -> tuple[int, str]:
+    """(exit status, stderr) of ``python -m framework.train ARGS``, run in this process."""
+    from framework.train import main
+
+    err = io.StringIO()
+    argv, sys.argv = sys.argv, ["framework.train", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Files some cases point at: a truncated checkpoint, a real NER one, a big tokenizer."""
+    from transformers import AutoTokenizer
+
+    tmp = tmp_path_factory.mktemp("inputs")
+    (tmp / "truncated.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    data = tmp / "ner_data"
+    data.mkdir()
+    for name, text in NER_FILES.items():
+        (data / name).write_text(text)
+    run = tmp / "ner_run"
+    code, err = run_main(*FAST, *NER, f"data.path={data}", f"hydra.run.dir={run}")
+    assert code == 0, err[-3000:]
+    (run / "checkpoints" / "last.ckpt").rename(tmp / "ner.ckpt")
+    from framework.config import _packaged_minilm
+
+    big = AutoTokenizer.from_pretrained(_packaged_minilm())
+    big.add_tokens(["tasklightword1", "tasklightword2"])
+    big.save_pretrained(tmp / "big_tokenizer")
+    return tmp
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_error_line(case, tmp_path):
+def test_bad_input_is_one_error_line(case, inputs, tmp_path):
     files, overrides, message = CASES[case]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, text in {"train.csv": GOOD, "dev.csv": GOOD, **files}.items():
+        (data / name).write_bytes(text.encode("latin-1" if "\xe9" in text else "utf-8"))
     run_dir = tmp_path / "run"
-    proc = run_cli(*FAST, *_data(tmp_path, **files), *overrides, f"hydra.run.dir={run_dir}")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
+    args = [a.format(data=data, tmp=inputs) for a in (f"data.path={data}", *overrides)]
+    code, err = run_main(*FAST, *args, f"hydra.run.dir={run_dir}")
+    assert code == 2, err[-3000:]
+    assert "Traceback" not in err and "Error executing job" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, last
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
+
+
+def test_at_least_thirty_bad_inputs_are_covered():
+    assert len(CASES) >= 30
+
+
+def test_the_command_itself_prints_one_line_and_exits_2(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text(GOOD + "no label here,\n")
+    (data / "dev.csv").write_text(GOOD)
+    proc = run_cli(*FAST, f"data.path={data}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 train rows have no value")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_data_format_reads_a_conll_file_whatever_its_suffix(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.annotated").write_text(CONLL)
+    (data / "dev.tsv").write_text(CONLL_DEV)  # a CoNLL file named .tsv: read as CoNLL, not a table
+    run_dir = tmp_path / "run"
+    code, err = run_main(
+        *FAST, "task=ner", f"data.path={data}", "data.format=conll",
+        "data.train_file=train.annotated", "data.val_file=dev.tsv", f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert code == 0, err[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["val/f1"] <= 1.0
+    labels = json.loads((run_dir / "export" / "config.json").read_text())["id2label"]
+    assert sorted(labels.values()) == ["B-MISC", "B-ORG", "B-PER", "I-MISC", "I-ORG", "I-PER", "O"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > 0

@@ -215,3 +215,24 @@ def test_length_buckets_match_the_padded_path(tiny_encoder, impl):
     assert (outs[1][real] - outs[0][real]).abs().max().item() <= 1e-5
     for a, b in zip(*grads, strict=True):
         assert (a - b).abs().max().item() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("unpad", [False, True])
+def test_bf16_autocast_runs_every_path(tiny_encoder, unpad):
+    # trainer.precision=bf16-mixed on a CPU: projections come out in bf16 while the residual
+    # stream is fp32; every path (padded, unpadded, length buckets, selected outputs) must mix
+    # them (a selected-output path once wrote bf16 into an fp32 buffer and failed).
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(2, 40, (20,), generator=g)
+    ids = torch.randint(1000, 2000, (20, 40), generator=g)
+    mask = (torch.arange(40)[None] < lengths[:, None]).long()
+    real = mask.bool()
+    cls = torch.zeros_like(real)
+    cls[:, 0] = True
+    tiny_encoder.unpad = unpad
+    reference = tiny_encoder(ids, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full = tiny_encoder(ids, mask)
+        part = tiny_encoder(ids, mask, output_mask=cls)
+    assert (full.float()[real] - reference[real]).abs().max().item() < 0.1
+    assert (part.float() - reference[:, 0]).abs().max().item() < 0.1
