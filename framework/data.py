@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import logging
 from functools import partial
@@ -111,6 +112,25 @@ def read_table(path: str | Path, fmt: str | None = None) -> dict[str, list]:
     return rows
 
 
+def encoding_version(task: Task) -> str:
+    """A hash of the code that turns the task's rows into features: the source of the task's
+    module and of its ``encode`` (which may live elsewhere, e.g. a subclass or a patch), and the
+    versions of the tokenizer libraries. Part of the cache key of encoded splits."""
+    import inspect
+    import sys
+
+    import tokenizers
+    import transformers
+
+    parts = [tokenizers.__version__, transformers.__version__]
+    for obj in (sys.modules.get(type(task).__module__), type(task).encode):
+        try:
+            parts.append(inspect.getsource(obj))
+        except (OSError, TypeError):  # no source (built in, frozen): its qualified name
+            parts.append(getattr(obj, "__qualname__", repr(obj)))
+    return _fingerprint(*parts)
+
+
 class _NonFinite(ValueError):
     pass
 
@@ -204,8 +224,11 @@ class DataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         self.splits: dict[str, list[dict[str, Any]]] = {}
         self.packing_efficiency: dict[str, float] = {}
-        # (epoch, batches trained) from a checkpoint, for the next training loader (resume).
-        self.resume_position: tuple[int, int] | None = None
+        # The position inside the training epoch has one owner: this module. It saves the
+        # sampler's progress in checkpoints (``state_dict``, Lightning's public datamodule hook)
+        # and hands a restored one to the next training loader's sampler (``load_state_dict``).
+        self._train_sampler: TrainBatchSampler | None = None
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -268,6 +291,7 @@ class DataModule(L.LightningDataModule):
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tok_id = (self.tokenizer.name_or_path, len(self.tokenizer), type(self.tokenizer).__name__)
         task_state = sorted((k, repr(v)) for k, v in vars(self.task).items())
+        code = encoding_version(self.task)  # a changed encoding never reads stale features
         for split, (ds, source_key) in raw.items():
             limit = self.limits[split]
             if limit is not None and limit < len(ds):
@@ -275,7 +299,14 @@ class DataModule(L.LightningDataModule):
             if len(ds) == 0:
                 raise UserError(f"the {split} split is empty after data.max_*_samples={limit}")
             key = _fingerprint(
-                source_key, limit, self.seed, tok_id, self.max_length, self.task.name, task_state
+                source_key,
+                limit,
+                self.seed,
+                tok_id,
+                self.max_length,
+                self.task.name,
+                task_state,
+                code,
             )
             encoded = ds.map(
                 partial(self.task.encode, tokenizer=self.tokenizer, max_length=self.max_length),
@@ -322,8 +353,9 @@ class DataModule(L.LightningDataModule):
             if trainer is not None:  # the epoch Lightning is in
                 loops = trainer.fit_loop
                 sampler.epoch_fn = lambda: loops.epoch_progress.current.processed
-            sampler.resume_at, self.resume_position = self.resume_position, None
-            return ResumableLoader(
+            sampler.resume_at, self._resume_at = self._resume_at, None
+            self._train_sampler = sampler
+            return DataLoader(
                 features,
                 batch_sampler=sampler,
                 collate_fn=collate,
@@ -333,12 +365,14 @@ class DataModule(L.LightningDataModule):
             )
         # Evaluation order does not change any metric: longest first, least padding.
         features = sorted(features, key=lambda f: -len(f["input_ids"]))
-        # Each process evaluates its own share, each example exactly once (no padding
-        # duplicates, unlike DistributedSampler); metrics sync their states.
+        if len(features) < world:
+            raise UserError(
+                f"the {split} split has {len(features)} examples for {world} processes; each "
+                "needs at least one: use more examples (data.max_eval_samples) or fewer devices"
+            )
         return DataLoader(
-            features[rank::world],
-            batch_size=self.eval_batch_size,
-            shuffle=False,
+            features,
+            batch_sampler=eval_batches(len(features), self.eval_batch_size, world, rank),
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -351,6 +385,26 @@ class DataModule(L.LightningDataModule):
             lengths = [len(f["input_ids"]) for f in self.splits["train"]]
             return -(-len(token_budget_batches(lengths, self.max_tokens, self.seed)) // world_size)
         return batches_per_rank(len(self.splits["train"]), world_size, self.batch_size)
+
+    # -- position inside the training epoch (resume) -----------------------------------------
+
+    def batch_trained(self) -> None:
+        """Count one trained batch (called by the module as each batch starts training; not when
+        fetched: Lightning fetches one batch ahead)."""
+        if self._train_sampler is not None:
+            self._train_sampler.progress[1] += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._train_sampler is None:
+            return {}
+        epoch, batches = self._train_sampler.progress
+        return {"train_position": {"epoch": epoch, "batches": batches}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Called by Lightning on resume, before the training loader is built."""
+        position = state.get("train_position")
+        if position is not None:
+            self._resume_at = (position["epoch"], position["batches"])
 
     @property
     def _trainer(self):
@@ -374,6 +428,25 @@ def batches_per_rank(n: int, world_size: int, batch_size: int) -> int:
     """Training batches per epoch of each process (examples wrap around to even out ranks)."""
     per_rank = -(-n // world_size)
     return -(-per_rank // batch_size)
+
+
+def eval_batches(n: int, batch_size: int, world: int, rank: int) -> list[list[int]]:
+    """Process ``rank``'s evaluation batches of examples ``0..n-1`` (sorted by length).
+
+    Each example is evaluated exactly once (no padding duplicates, unlike DistributedSampler;
+    metrics sync their states), and every process gets the same number of batches: under FSDP
+    each forward is a collective, and a process with one batch more would wait forever. The n
+    examples are cut into ``world`` x k contiguous batches of near-equal size, at most
+    ``batch_size`` (k = ceil(n / (world * batch_size))); only when that leaves fewer than one
+    example per batch (n < world * k) are there fewer, larger batches. Batch i goes to process
+    i % world, so each process gets long and short ones alike. Needs n >= world.
+    """
+    per_rank = max(1, min(-(-n // (world * batch_size)), n // world))
+    total = per_rank * world
+    sizes = [n // total + (i < n % total) for i in range(total)]
+    starts = [0, *itertools.accumulate(sizes)]
+    batches = [list(range(starts[i], starts[i + 1])) for i in range(total)]
+    return batches[rank::world]
 
 
 def token_budget_batches(lengths: list[int], max_tokens: int, seed: int) -> list[list[int]]:
@@ -425,8 +498,8 @@ class TrainBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self.epoch_fn = None  # when set (by the data module), the epoch comes from the trainer
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
-        # [epoch, batches trained in it]: the module counts each batch it trains on
-        # (``batch_trained``); checkpoints save it.
+        # [epoch, batches trained in it]: counted by ``DataModule.batch_trained``, saved by
+        # ``DataModule.state_dict``.
         self.progress = [0, 0]
 
     def set_epoch(self, epoch: int) -> None:
@@ -471,27 +544,6 @@ class TrainBatchSampler(Sampler[list[int]]):
         self.resume_at = None
         self.progress = [epoch, start]
         yield from self.batches(epoch)[start:]
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader whose position inside the epoch goes into checkpoints.
-
-    Lightning saves ``state_dict()`` of a training loader that has one (in the fit loop's state).
-    On resume the data module reads it back (``TaskModule.on_load_checkpoint`` hands it over;
-    Lightning's own ``load_state_dict`` call is skipped after some chains of restarts) and the
-    batch sampler starts at the next untrained batch. Batches are counted when trained, not when
-    fetched: Lightning fetches one batch ahead.
-    """
-
-    def batch_trained(self) -> None:
-        self.batch_sampler.progress[1] += 1
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, batches = self.batch_sampler.progress
-        return {"epoch": epoch, "batches": batches}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.batch_sampler.resume_at = (state["epoch"], state["batches"])
 
 
 def _dataset(rows: dict[str, list], file: Path) -> Dataset:

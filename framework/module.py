@@ -97,11 +97,15 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self(batch)
-        if not torch.isfinite(out["loss"]):
-            # Stop before the optimizer step spreads it into the weights; checkpoints already
-            # written stay as they are.
+        here = not torch.isfinite(out["loss"])
+        # Every process stops together: one that went on would wait forever for the others in
+        # the next gradient all-reduce. Stop before the optimizer step spreads it into the
+        # weights; checkpoints already written stay as they are.
+        if self.trainer.strategy.reduce_boolean_decision(here, all=False):
+            where = "" if here else " on another process"
             raise FloatingPointError(
-                f"training loss is {out['loss'].item()} at step {self.global_step} (epoch "
+                f"training loss is {out['loss'].item() if here else 'not finite'}{where} at step "
+                f"{self.global_step} (epoch "
                 f"{self.current_epoch}, batch {batch_idx}); lower optim.lr, or try "
                 "trainer.precision=32-true; the last good checkpoint is in the run directory"
             )
@@ -110,19 +114,9 @@ class TaskModule(L.LightningModule):
         return out["loss"]
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loader = self.trainer.train_dataloader
-        if hasattr(loader, "batch_trained"):  # its position in the epoch, for checkpoints
-            loader.batch_trained()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # The training loader's saved position inside its epoch, for the data module to start
-        # from (framework.data.ResumableLoader): Lightning itself skips handing it back after
-        # some chains of restarts.
-        fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
-        loader_states = fit_state.get("combined_loader") or []
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if loader_states and hasattr(datamodule, "resume_position"):
-            datamodule.resume_position = (loader_states[0]["epoch"], loader_states[0]["batches"])
+        datamodule = self.trainer.datamodule
+        if hasattr(datamodule, "batch_trained"):  # its position in the epoch, for checkpoints
+            datamodule.batch_trained()
 
     def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
         out = self(batch)
@@ -152,8 +146,17 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list:
-        return self.task.decode(self(batch)["preds"])
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The batch's raw predictions: ``decode_predictions`` decodes a whole run's."""
+        return self(batch)["preds"]
+
+    def decode_predictions(self, outputs: list[torch.Tensor]) -> list:
+        """``trainer.predict``'s per-batch outputs -> decoded predictions. A task whose examples
+        span batches (NER: the windows of a long sentence; ``decodes_across_batches``) decodes
+        all of them at once, so each example is whole whatever the batching."""
+        if getattr(self.task, "decodes_across_batches", False):
+            return self.task.decode(torch.cat(outputs))
+        return [d for preds in outputs for d in self.task.decode(preds)]
 
     def _stepping_batches(self) -> float:
         """``trainer.estimated_stepping_batches``, computed without the training loader.

@@ -67,6 +67,13 @@ class ReadsFewPositions(Protocol):
         """(B, T) bool: the positions ``step`` reads; it then gets ``hidden[mask]`` (M, H)."""
 
 
+class DecodesAcrossBatches(Protocol):
+    """Optional: a task whose example may span batches (NER windows of a long sentence).
+    ``decode`` then gets the predictions of a whole predict run at once (rows keyed by row id)."""
+
+    decodes_across_batches: ClassVar[bool]
+
+
 class ReadsFiles(Protocol):
     """Optional: a task that reads a file format of its own (CoNLL columns, raw text), beside the
     tables (CSV, TSV, JSON lines) the data module reads for every task."""

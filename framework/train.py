@@ -7,6 +7,7 @@ model and writes ``metrics.json``. This is the only place that instantiates from
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -220,6 +221,7 @@ def run(cfg: DictConfig) -> dict:
     """Train and evaluate as configured; returns the final metrics (also in metrics.json)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.strategies import FSDPStrategy
     from lightning.pytorch.utilities import rank_zero_only
 
     from framework.checkpoint import check_fits, resolve_resume
@@ -250,6 +252,10 @@ def run(cfg: DictConfig) -> dict:
             start_metrics.update({f"{k}_start": float(v) for k, v in result.items()})
         # Metric states made under validate's inference mode cannot be updated in fit's loop.
         module.val_metrics.reset()
+    # Under FSDP the trained module holds shards only: the export is written from an unwrapped
+    # copy (made here, before fit wraps the module) given the gathered full weights.
+    sharded = isinstance(trainer.strategy, FSDPStrategy)
+    unwrapped = copy.deepcopy(module) if sharded and trainer.is_global_zero else None
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
@@ -276,9 +282,13 @@ def run(cfg: DictConfig) -> dict:
     metrics["train_seconds"] = round(timer.seconds, 3)  # training batches only (TrainTimer)
     metrics["best_checkpoint"] = best
 
+    # Gathering FSDP's shards is a collective: every process joins, rank 0 gets the weights.
+    full_state = trainer.strategy.lightning_module_state_dict() if sharded else None
     if trainer.is_global_zero:
+        if unwrapped is not None:
+            unwrapped.load_state_dict(full_state)
         try:
-            export_hf(module, tokenizer, run_dir / "export")
+            export_hf(unwrapped or module, tokenizer, run_dir / "export")
         except UserError as e:  # the training's results stand; only the export is missing
             warnings.warn(str(e), stacklevel=1)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

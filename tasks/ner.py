@@ -135,6 +135,15 @@ class EntityF1(Metric):
         self.preds.append(preds.detach().long())
         self.target.append(target.detach().long())
 
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        # A process that saw no batch holds empty lists, which torchmetrics does not gather
+        # while the other processes do: the collectives mismatch and the job aborts. An empty
+        # tensor is gathered like any other.
+        if not self.preds:
+            self.preds.append(torch.zeros(0, 4, dtype=torch.long, device=self.device))
+            self.target.append(torch.zeros(0, dtype=torch.long, device=self.device))
+        super().sync(*args, **kwargs)
+
     def compute(self) -> dict[str, torch.Tensor]:
         preds = _cat(self.preds).view(-1, 4).cpu()
         target = _cat(self.target).view(-1).cpu()
@@ -209,6 +218,8 @@ class NER:
 
     # -- data -----------------------------------------------------------------------------------
 
+    # A long sentence's windows may land in different batches: decode the whole run at once.
+    decodes_across_batches = True
     file_format = "conll"  # data.format=conll; the default for these suffixes
     file_suffixes = CONLL_SUFFIXES
 

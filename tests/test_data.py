@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from framework.data import DataModule, read_table
+from framework.data import DataModule, eval_batches, read_table
 from framework.errors import UserError
 from tasks.classification import Classification
 
@@ -40,6 +41,25 @@ def test_reads_csv_tsv_jsonl(tmp_path):
         "text": ["x", "y"],
         "label": [1, 0],
     }
+
+
+def test_a_changed_encoding_is_not_served_from_the_cache(tmp_path, tokenizer, monkeypatch):
+    _write(tmp_path / "train.csv", CSV)
+    _write(tmp_path / "dev.csv", CSV)
+    first = _dm(tmp_path, tokenizer)
+    first.setup_data()
+    assert "tag" not in first.splits["train"][0]
+    original = Classification.encode
+
+    def encode_with_a_tag(self, rows, indices, tokenizer, max_length):  # the task's code changed
+        out = original(self, rows, indices, tokenizer, max_length)
+        return {**out, "tag": [7] * len(indices)}
+
+    monkeypatch.setattr(Classification, "encode", encode_with_a_tag)
+    second = _dm(tmp_path, tokenizer)  # same files, tokenizer, settings: only the code differs
+    second.setup_data()
+    assert [f["tag"] for f in second.splits["train"]] == [7] * 4
+    assert len(list((tmp_path / "cache").glob("train-*.arrow"))) == 2
 
 
 def test_batches_are_padded_per_batch_and_subset_is_seeded(tmp_path, tokenizer):
@@ -206,3 +226,29 @@ def test_token_budget_below_max_length_is_a_clear_error(tmp_path, tokenizer):
     _write(tmp_path / "dev.csv", CSV)
     with pytest.raises(UserError, match=r"raise data\.max_tokens"):
         _dm(tmp_path, tokenizer, max_length=64, max_tokens=32)
+
+
+@pytest.mark.parametrize("n", [2, 5, 31, 64, 65, 200])
+@pytest.mark.parametrize(("batch_size", "world"), [(1, 2), (8, 2), (64, 2), (8, 3), (16, 4)])
+def test_every_process_gets_as_many_eval_batches_each_example_once(n, batch_size, world):
+    if n < world:
+        return
+    per_rank = [eval_batches(n, batch_size, world, r) for r in range(world)]
+    assert len({len(b) for b in per_rank}) == 1  # FSDP: equal numbers of forwards
+    seen = sorted(i for batches in per_rank for b in batches for i in b)
+    assert seen == list(range(n))  # each example exactly once
+    assert all(b for batches in per_rank for b in batches)  # no empty batch
+    if n >= world * -(-n // (world * batch_size)):  # enough examples: the size limit holds
+        assert max(len(b) for batches in per_rank for b in batches) <= batch_size
+
+
+def test_eval_loaders_of_two_processes_have_as_many_batches(tmp_path, tokenizer):
+    _write(tmp_path / "train.csv", CSV)
+    _write(tmp_path / "dev.csv", CSV + "ok,pos\n")  # 5 examples, 2 processes, batches of 2
+    counts = []
+    for rank in (0, 1):
+        dm = _dm(tmp_path, tokenizer, eval_batch_size=2)
+        dm.setup_data()
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        counts.append([len(b["input_ids"]) for b in dm.val_dataloader()])
+    assert len(counts[0]) == len(counts[1]) and sum(map(sum, counts)) == 5, counts

@@ -26,6 +26,8 @@ RESUMABLE = (
     "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1",
     "data.max_train_samples=96", "data.max_eval_samples=32",
     "callbacks.step_checkpoint.every_n_train_steps=1",
+    "+callbacks.final._target_=tests.callbacks.SaveFinalWeights",
+    "+callbacks.final.path=${paths.output_dir}/final.pt",
 )  # fmt: skip
 
 
@@ -87,10 +89,45 @@ def test_sigkill_then_resume_auto_equals_an_uninterrupted_run(uninterrupted, tmp
         _state(run_dir / "checkpoints" / "step11.ckpt"),
     )
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # ... and at the final step (the end of the run): bit for bit.
+    _assert_same_final_weights(uninterrupted, run_dir)
     assert _val(run_dir) == _val(uninterrupted)
     # The CSV log keeps the rows written before the kill.
     steps = [line.split(",")[1] for line in (run_dir / "csv" / "metrics.csv").read_text().split()]
     assert "0" in steps and "11" in steps
+
+
+def _assert_same_final_weights(a_dir: Path, b_dir: Path) -> None:
+    a, b = (torch.load(d / "final.pt", weights_only=False) for d in (a_dir, b_dir))
+    assert a["global_step"] == b["global_step"] == 12  # 2 epochs x 6 batches
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_resume_from_an_end_of_epoch_checkpoint_equals_an_uninterrupted_run(
+    uninterrupted, tmp_path
+):
+    # The only checkpoints the default quickstart writes: best and last, after each validation.
+    run_dir = tmp_path / "run"
+    args = (*RESUMABLE, "callbacks.step_checkpoint=null", f"hydra.run.dir={run_dir}", "resume=auto")
+    proc = _start(*args)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)  # the end of epoch 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    assert not (run_dir / "final.pt").exists()
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming from " in again.stdout
+    _assert_same_final_weights(uninterrupted, run_dir)
+    assert _val(run_dir) == _val(uninterrupted)
+
+
+def test_the_epoch_position_is_saved_by_the_data_module(uninterrupted):
+    # Lightning's public data-module hook (state_dict), not its private loop layout.
+    ckpt = torch.load(uninterrupted / "checkpoints" / "step11.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 11  # the 6th batch of epoch 1 trained: 5 before it
+    assert ckpt["DataModule"]["train_position"] == {"epoch": 1, "batches": 5}
 
 
 def test_resume_auto_on_an_empty_directory_starts_the_run(tmp_path):
@@ -199,13 +236,23 @@ def test_ddp_sim_trains_like_one_process_with_the_same_global_batch(tmp_path):
     # Dropout off: two processes draw different masks than one. 4 global batches of 16.
     common = ("model=tiny", "debug=fast", "callbacks=none", "model.hidden_dropout=0",
               "task.dropout=0", "trainer.limit_val_batches=1.0",
-              "data.eval_batch_size=8")  # fmt: skip
+              "data.eval_batch_size=8",
+              "+callbacks.grads._target_=tests.callbacks.SaveFirstGradients")  # fmt: skip
     one = tmp_path / "one"
-    p1 = run_cli(*common, "trainer.accelerator=cpu", "data.batch_size=16", f"hydra.run.dir={one}")
+    save = "+callbacks.grads.path={}".format
+    p1 = run_cli(*common, "trainer.accelerator=cpu", "data.batch_size=16",
+                 save(tmp_path / "grads1.pt"), f"hydra.run.dir={one}")  # fmt: skip
     assert p1.returncode == 0, p1.stderr[-3000:]
     logs = tmp_path / "ddp_logs"
-    p2 = run_cli(*common, "trainer=ddp_sim", "data.batch_size=8", f"paths.log_dir={logs}")
+    p2 = run_cli(*common, "trainer=ddp_sim", "data.batch_size=8",
+                 save(tmp_path / "grads2.pt"), f"paths.log_dir={logs}")  # fmt: skip
     assert p2.returncode == 0, p2.stderr[-3000:]
+    # The first step's gradients (after DDP's all-reduce, before clipping): the mean over the
+    # global batch in both runs. AdamW with clipping would hide a sum (2x) here; this does not.
+    g1, g2 = torch.load(tmp_path / "grads1.pt"), torch.load(tmp_path / "grads2.pt")
+    assert g1.keys() == g2.keys() and len(g1) > 10
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], rtol=1e-4, atol=1e-7), k
     run_dirs = [p.parent for p in logs.glob("runs/*/*/.hydra")]
     assert len(run_dirs) == 1, run_dirs  # no duplicate run directory from the second rank
     m1, m2 = _val(one), _val(run_dirs[0])
@@ -215,6 +262,19 @@ def test_ddp_sim_trains_like_one_process_with_the_same_global_batch(tmp_path):
         _state(run_dirs[0] / "checkpoints" / "last.ckpt"),
     )
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_a_nan_loss_on_one_process_stops_every_process_with_one_line(tmp_path):
+    args = ("model=tiny", "debug=fast", "callbacks=none", "trainer=ddp_sim",
+            "+callbacks.nan._target_=tests.callbacks.NanLossOnRank", "+callbacks.nan.rank=1",
+            f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    proc = run_cli(*args, timeout=240)  # before: process 0 crashed in gloo (exit 1, traceback)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 2, proc.stderr[-3000:]  # one line from each process
+    assert any("training loss is nan at step 1" in e for e in errors)
+    assert any("not finite on another process at step 1" in e for e in errors)
+    assert "Traceback" not in proc.stderr
 
 
 def test_run_names_are_shared_by_a_job_and_unique_between_jobs():

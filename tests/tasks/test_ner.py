@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -125,18 +126,50 @@ def test_long_sentence_is_windowed_and_stitched_back(tokenizer):
     assert decoded["entities"][:2] == [("PER", 0, 0), ("PER", 5, 5)]
 
 
-def _ddp_worker(rank: int, world: int, port: str, preds, target, out):
+def test_predictions_are_whole_sentences_whatever_the_batching(tokenizer, tiny_encoder):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from framework.module import TaskModule
+
+    words = [f"Hohenzollern{i}" for i in range(40)]
+    rows = {
+        "tokens": [words, ["Peter", "said"]],
+        "tags": [["B-PER" if i % 5 == 0 else "O" for i in range(40)], ["B-PER", "O"]],
+    }
+    task = NER(stride=8)
+    feats = _features(task, tokenizer, rows, 32)
+    assert len(feats) > 4  # the long sentence: several windows
+    torch.manual_seed(0)
+    module = TaskModule(tiny_encoder, task, task.build_head(64, {}))
+    decoded = {}
+    for batch_size in (1, len(feats)):  # windows of one sentence in different batches, or one
+        loader = DataLoader(
+            feats, batch_size=batch_size, collate_fn=partial(task.collate, pad_id=0)
+        )
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False)  # fmt: skip
+        decoded[batch_size] = module.decode_predictions(trainer.predict(module, loader))
+    assert decoded[1] == decoded[len(feats)]
+    assert [d["row"] for d in decoded[1]] == [0, 1]
+    assert [len(d["tags"]) for d in decoded[1]] == [40, 2]
+
+
+def _ddp_worker(rank: int, world: int, port: str, preds, target, out, idle_rank=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     metric = EntityF1(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
-    metric.update(preds[rank::world], target[rank::world])
+    if idle_rank is None:
+        metric.update(preds[rank::world], target[rank::world])
+    elif rank != idle_rank:  # every batch here; the idle process saw none
+        metric.update(preds, target)
     value = {k: v.item() for k, v in metric.compute().items()}
-    if rank == 0:
-        out.update(value)
+    out[rank] = value
     dist.destroy_process_group()
 
 
-def test_two_process_metric_equals_one_process():
+@pytest.mark.parametrize("idle_rank", [None, 1])
+def test_two_process_metric_equals_one_process(idle_rank):
     g = torch.Generator().manual_seed(0)
     n = 400
     rows = torch.randint(0, 40, (n,), generator=g)
@@ -150,9 +183,10 @@ def test_two_process_metric_equals_one_process():
     expected = {k: v.item() for k, v in single.compute().items()}
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_ddp_worker, args=(2, "29533", preds, target, out), nprocs=2, join=True)
+        args = (2, "29533", preds, target, out, idle_rank)
+        mp.spawn(_ddp_worker, args=args, nprocs=2, join=True)  # an idle process once aborted
         got = dict(out)
-    assert got == pytest.approx(expected, abs=1e-7)
+    assert got[0] == got[1] == pytest.approx(expected, abs=1e-7)
 
 
 def test_bad_conll_input(tmp_path, tokenizer):
