@@ -9,19 +9,26 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint format clean
+.PHONY: help install lock train test test-slow lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -c constraints.txt -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install tasklight with its dependencies
+install: $(VENV)/.installed ## Create .venv and install tasklight with the pinned dependencies
+
+lock: ## Resolve the newest releases in a scratch venv and rewrite constraints.txt with them
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q "$(TORCH_SPEC)" && .venv-lock/bin/python -m pip install -q -e ".[dev]"
+	head -3 constraints.txt > constraints.new
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^torch==' >> constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-lock
 
 train: $(VENV)/.installed ## Train (default: the quickstart); Hydra overrides in ARGS="..."
 	$(PY) -m framework.train $(ARGS)
@@ -29,7 +36,7 @@ train: $(VENV)/.installed ## Train (default: the quickstart); Hydra overrides in
 test: $(VENV)/.installed ## Run the default test suite (CPU, a few minutes)
 	$(PY) -m pytest $(ARGS)
 
-test-slow: $(VENV)/.installed ## Run the slow tests too (real data sets in ../shared/data)
+test-slow: $(VENV)/.installed ## Run only the slow tests (real data sets in ../shared/data)
 	$(PY) -m pytest -m "slow" $(ARGS)
 
 lint: $(VENV)/.installed ## Check style with ruff
@@ -39,4 +46,4 @@ format: $(VENV)/.installed ## Format the code with ruff
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 clean: ## Remove .venv, run logs and caches
-	rm -rf $(VENV) logs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-lock logs .pytest_cache .ruff_cache

@@ -8,16 +8,15 @@ and the closest match. Anything this check does not understand is left for Hydra
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from framework.config import CONF_DIR
 from framework.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Hydra flags that take a value (the value is not an override).
 _FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
                      "--cfg", "-c", "--package", "-p", "--experimental-rerun"}  # fmt: skip

@@ -8,14 +8,38 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_CHECKOUT = Path(__file__).resolve().parents[1]
+# A source checkout (or an editable install) has conf/ and data/ beside framework/; an installed
+# package carries them as the packages tasklight_conf and tasklight_data (pyproject.toml).
+IN_CHECKOUT = (_CHECKOUT / "conf" / "train.yaml").is_file()
+
+
+def _package_dir(name: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"tasklight is installed without its {name} package; reinstall it")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+CONF_DIR = _CHECKOUT / "conf" if IN_CHECKOUT else _package_dir("tasklight_conf")
+DATA_DIR = _CHECKOUT / "data" if IN_CHECKOUT else _package_dir("tasklight_data")
+
+
+def project_root() -> Path:
+    """Where runs go by default (``logs/`` under it): the checkout, else the current directory."""
+    return _CHECKOUT if IN_CHECKOUT else Path.cwd()
 
 
 def register_resolvers() -> None:
-    """``${project_root:}`` (the repository root), ``${packaged_model:}`` (offline MiniLM) and
-    ``${run_name:TASK}`` (a run directory name shared by every process of a job)."""
+    """``${project_root:}`` (the checkout, or the current directory of an installed package),
+    ``${data_dir:}`` (the shipped quickstart data's parent), ``${packaged_model:}`` (offline
+    MiniLM) and ``${run_name:TASK}`` (a run directory name shared by every process of a job)."""
     if not OmegaConf.has_resolver("project_root"):
-        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+        OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("data_dir"):
+        OmegaConf.register_new_resolver("data_dir", lambda: str(DATA_DIR))
     if not OmegaConf.has_resolver("packaged_model"):
         OmegaConf.register_new_resolver("packaged_model", _packaged_minilm)
     if not OmegaConf.has_resolver("run_name"):

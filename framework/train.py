@@ -18,8 +18,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from framework.cli import CONF_DIR, check_overrides
-from framework.config import print_config, register_resolvers
+from framework.cli import check_overrides
+from framework.config import CONF_DIR, print_config, register_resolvers
 from framework.errors import UserError
 from framework.timing import TrainTimer
 

@@ -41,11 +41,13 @@ def test_dockerfile_matches_pyproject():
     assert f'"{torch_spec}"' in text
     # Dependencies (pyproject.toml, with the extra that exists) before the source: layer cache.
     lines = _lines()
-    copy_project = lines.index("COPY pyproject.toml README.md ./")
-    install = next(i for i, ln in enumerate(lines) if 'pip install -e ".[' in ln)
-    extra = re.search(r'-e "\.\[(\w+)\]"', lines[install]).group(1)
+    copy_project = lines.index("COPY pyproject.toml constraints.txt ./")
+    install = next(i for i, ln in enumerate(lines) if "-r pyproject.toml" in ln)
+    assert "-c constraints.txt" in lines[install]  # the versions `make install` uses
+    extra = re.search(r"--extra (\w+)", lines[install]).group(1)
     assert extra in project["optional-dependencies"]
-    assert copy_project < install < lines.index("COPY . .")
+    own = next(i for i, ln in enumerate(lines) if "pip install --no-deps -e ." in ln)
+    assert copy_project < install < lines.index("COPY . .") < own
     # The entrypoint runs the Makefile's targets, and they exist.
     assert 'ENTRYPOINT ["make"]' in lines
     cmd = re.search(r'^CMD \["(\w+)"\]', text, re.M).group(1)
