@@ -264,6 +264,13 @@ class DataModule(L.LightningDataModule):
             out[split] = (_class_labels_to_names(ds), ds._fingerprint)
         return out
 
+    def raw_split(self, split: str) -> dict[str, list]:
+        """The rows of ``split`` as read (column-major), before any encoding."""
+        raw = self._raw_splits()
+        if split not in raw:
+            raise UserError(f"no {split} split: set data.{split}_file (or data.hub_splits)")
+        return raw[split][0].to_dict()
+
     def _read(self, file: Path) -> dict[str, list]:
         """Rows of ``file`` in ``data.format`` (or the one its suffix names); a task reads its
         own format (``file_format``/``read_file``, e.g. CoNLL columns)."""
@@ -289,7 +296,8 @@ class DataModule(L.LightningDataModule):
             self.task.use_tokenizer(self.tokenizer)
         self.task.setup(raw["train"][0][:])
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tok_id = (self.tokenizer.name_or_path, len(self.tokenizer), type(self.tokenizer).__name__)
+        vocab = sorted(self.tokenizer.get_vocab().items())  # two trained vocabularies differ here
+        tok_id = (self.tokenizer.name_or_path, type(self.tokenizer).__name__, _fingerprint(vocab))
         task_state = sorted((k, repr(v)) for k, v in vars(self.task).items())
         code = encoding_version(self.task)  # a changed encoding never reads stale features
         for split, (ds, source_key) in raw.items():

@@ -78,6 +78,8 @@ class EncoderConfig:
 PRESETS: dict[str, EncoderConfig] = {
     # 2 layers, hidden 64: the test model. Vocabulary of the uncased BERT tokenizer.
     "tiny": EncoderConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256),
+    # BERT-mini shape (4 layers, hidden 256): pretraining on a CPU-sized budget.
+    "mini": EncoderConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
     # MiniLM-L6-H384 shape.
     "small": EncoderConfig(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536),
     # bert-base shape.

@@ -122,7 +122,11 @@ class TaskModule(L.LightningModule):
         out = self(batch)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         # A task may feed its metrics other tensors than (preds, target), e.g. masked-LM logits.
-        metrics.update(*out.get("metric_inputs", (out["preds"], out["target"])))
+        # Keyword inputs reach only the metrics whose update takes them (torchmetrics filters).
+        metrics.update(
+            *out.get("metric_inputs", (out["preds"], out["target"])),
+            **out.get("metric_kwargs", {}),
+        )
         bs = batch["input_ids"].size(0)
         self.log(f"{stage}/loss", out["loss"], sync_dist=True, batch_size=bs)
 

@@ -110,9 +110,12 @@ def build_encoder(
     attention_dropout: float = 0.0,
     hidden_dropout: float | None = None,
     init_from: str | None = None,
+    from_scratch: bool = False,
 ) -> tuple[Encoder, dict[str, torch.Tensor]]:
     """A pretrained encoder (``init_from``, else ``name_or_path``) or a freshly initialised one
     (``preset_name``). ``hidden_dropout=None`` keeps the checkpoint's (or the preset's) value.
+    ``from_scratch``: the architecture of ``init_from`` with fresh weights (the ablation of
+    pretraining: same shapes and tokenizer, nothing learned).
     """
     drop = {"attention_dropout": attention_dropout}
     if hidden_dropout is not None:
@@ -124,6 +127,14 @@ def build_encoder(
         raise UserError(
             f"model.attn_impl must be sdpa (fused) or math (reference), not {attn_impl!r}"
         )
+    if from_scratch and not init_from:
+        raise UserError("model.from_scratch=true takes the architecture of model.init_from: set it")
+    if init_from and from_scratch:
+        import dataclasses
+
+        model_dir, _ = resolve_init_from(init_from)
+        cfg = config_from_hf(json.loads((model_dir / "config.json").read_text()))
+        return Encoder(dataclasses.replace(cfg, **drop), attn_impl=attn_impl), {}
     if init_from:
         encoder, extra, _ = load_init_from(init_from, attn_impl, **drop)
         return encoder, extra

@@ -114,34 +114,83 @@ def check_precision(trainer_cfg: DictConfig) -> None:
 
 
 def plot_curve(csv_file: Path, key: str, out: Path) -> None:
-    """``key`` (e.g. val/perplexity) against the training step, from the CSV log, as a PNG."""
+    """The training curve, from the CSV log, as a PNG: one panel each for the loss (training
+    and validation), the monitored metric ``key`` and, when logged, the validation accuracy
+    (with ``val/acc_most_frequent``, the unigram baseline of masked-LM pretraining), per step."""
     import csv
 
     if not csv_file.is_file():
         return
-    points = {}
+    series: dict[str, dict[int, float]] = {}
     with open(csv_file, newline="") as f:
         for row in csv.DictReader(f):
-            if row.get(key) and row.get("step"):
-                points[int(row["step"])] = float(row[key])  # a resumed run's later row wins
-    if len(points) < 2:
+            for name, value in row.items():
+                if value and row.get("step") and name not in ("step", "epoch"):
+                    try:  # a resumed run's later row wins
+                        series.setdefault(name, {})[int(row["step"])] = float(value)
+                    except ValueError:
+                        continue
+    panels = [["train/loss", "val/loss"], [key]]
+    if "val/acc" in series and key != "val/acc":
+        panels.append(["val/acc", "val/acc_most_frequent"])
+    panels = [[k for k in p if len(series.get(k, {})) >= 2] for p in panels]
+    panels = [p for p in panels if p]
+    if not panels:
         return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = sorted(points)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [points[s] for s in steps], marker="o")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(key)
-    if "perplexity" in key:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, names in zip(axes[0], panels, strict=True):
+        for name in names:
+            steps = sorted(series[name])
+            style = {"marker": "o", "markersize": 3} if name.startswith("val/") else {}
+            ax.plot(steps, [series[name][s] for s in steps], label=name, **style)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(names[0].split("/")[-1] if len(names) > 1 else names[0])
+        if "perplexity" in names[0]:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def trained_tokenizer(cfg: DictConfig, datamodule) -> Path:
+    """The run's own WordPiece tokenizer (``model.train_tokenizer``: its vocabulary size),
+    trained on the train split's ``task.text_column`` once and kept in ``RUN_DIR/tokenizer`` (a
+    resumed run, and every process of a job, reads the same one)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from framework.tokenizer import train_wordpiece
+
+    m = cfg.model
+    if m.name_or_path or m.get("init_from"):
+        raise UserError(
+            "model.train_tokenizer trains a vocabulary for a model with random weights "
+            "(model.preset); a pretrained model keeps its own: set model.train_tokenizer=null"
+        )
+    out = Path(cfg.paths.output_dir) / "tokenizer"
+    if (out / "tokenizer.json").is_file():
+        return out
+    if rank_zero_only.rank != 0:  # launched together (torchrun, SLURM): wait for rank 0's
+        for _ in range(3600):
+            if (out / "tokenizer.json").is_file():
+                return out
+            time.sleep(1)
+        raise UserError(f"no tokenizer appeared in {out} within an hour (process 0 trains it)")
+    column = getattr(datamodule.task, "text_column", None)
+    if column is None:
+        raise UserError(f"task {cfg.task.name!r} has no text_column to train a tokenizer on")
+    texts = datamodule.raw_split("train")[column]
+    start = time.perf_counter()
+    train_wordpiece(texts, int(m.train_tokenizer), bool(m.get("lowercase", True)), out)
+    print(f"Trained a {m.train_tokenizer}-token WordPiece tokenizer in "
+          f"{time.perf_counter() - start:.1f} s: {out}")  # fmt: skip
+    return out
 
 
 def build(cfg: DictConfig) -> tuple:
@@ -152,10 +201,17 @@ def build(cfg: DictConfig) -> tuple:
     from framework.module import TaskModule
     from framework.pretrained import build_encoder, resolve_init_from
 
-    init_from = cfg.model.get("init_from")
-    tok_path = cfg.model.tokenizer or cfg.model.name_or_path
-    if init_from:  # the pretraining run's tokenizer goes with its encoder
-        tok_path = cfg.model.tokenizer or str(resolve_init_from(init_from)[0])
+    m = cfg.model
+    init_from = m.get("init_from")
+    task = build_task(cfg.task)
+    data_args = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = DataModule(task, None, seed=cfg.seed, **data_args)
+    if m.get("train_tokenizer"):
+        tok_path = str(trained_tokenizer(cfg, datamodule))
+    elif init_from:  # the run's tokenizer goes with its encoder (model.tokenizer is not read)
+        tok_path = str(resolve_init_from(init_from)[0])
+    else:
+        tok_path = m.tokenizer or m.name_or_path
     if not tok_path:
         raise UserError("set model.tokenizer (a tokenizer directory or hub id) for model.preset")
     try:
@@ -164,9 +220,7 @@ def build(cfg: DictConfig) -> tuple:
         raise UserError(
             f"cannot load a tokenizer from {tok_path!r}: {str(e).splitlines()[0]}"
         ) from e
-    task = build_task(cfg.task)
-    data_args = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = DataModule(task, tokenizer, seed=cfg.seed, **data_args)
+    datamodule.tokenizer = tokenizer
     datamodule.setup_data()
     m = cfg.model
     encoder, extra = build_encoder(
@@ -177,6 +231,7 @@ def build(cfg: DictConfig) -> tuple:
         m.attention_dropout,
         m.get("hidden_dropout"),
         init_from,
+        from_scratch=bool(m.get("from_scratch", False)),
     )
     encoder.unpad = bool(m.get("unpad", False))
     if len(tokenizer) > encoder.cfg.vocab_size:  # its ids would index past the embeddings

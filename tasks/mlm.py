@@ -100,6 +100,42 @@ class _MostFrequentAccuracy(Metric):
         return self.counts.max().float() / self.counts.sum().clamp(min=1)
 
 
+class _OutputSpread(Metric):
+    """How much the encoder's outputs differ between tokens: the variance of the output vectors
+    at the masked positions around their batch mean, over their mean square (0: every token gets
+    the same vector, the collapse that keeps masked-token accuracy at the unigram baseline; a
+    randomly initialised encoder gives about 1). Below ``COLLAPSED``, a warning says so."""
+
+    full_state_update = False
+    COLLAPSED = 0.05
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("deviation", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("square", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(
+        self, preds: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> None:
+        if hidden is None:  # called without the encoder's outputs: nothing to measure
+            return
+        h = hidden.detach().double()  # (M, H)
+        self.deviation += (h - h.mean(0)).pow(2).sum()
+        self.square += h.pow(2).sum()
+
+    def compute(self) -> torch.Tensor:
+        spread = (self.deviation / self.square.clamp(min=1e-12)).float()
+        if self.square > 0 and spread < self.COLLAPSED:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"the encoder's outputs have collapsed (output spread {spread:.3f}: about the same "
+                "vector for every token); fine-tuning from it does worse than from random "
+                "weights. Lower optim.lr, raise the warm-up, or train longer"
+            )
+        return spread
+
+
 class _MaskedPerplexity(Perplexity):
     """Perplexity of (M, V) logits at masked positions and their (M,) targets."""
 
@@ -296,6 +332,7 @@ class MaskedLM:
         return {
             "loss": loss, "logits": logits, "preds": preds, "target": labels,
             "metric_inputs": (logits.detach(), target),
+            "metric_kwargs": {"hidden": hidden.detach()},  # for the metrics that take it
         }  # fmt: skip
 
     def metrics(self) -> MetricCollection:
@@ -303,6 +340,7 @@ class MaskedLM:
             "acc": MulticlassAccuracy(self.vocab_size, average="micro"),
             "perplexity": _MaskedPerplexity(),
             "acc_most_frequent": _MostFrequentAccuracy(self.vocab_size),
+            "output_spread": _OutputSpread(),
         })  # fmt: skip
 
     def decode(self, preds: torch.Tensor) -> list:

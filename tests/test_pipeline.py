@@ -68,3 +68,47 @@ def test_init_from_something_else_fails_in_one_line(tmp_path):
             f"error: model.init_from={tmp_path} is neither a run directory with export/ nor a .ckpt"
         )
     )
+
+
+@pytest.fixture(scope="module")
+def own_vocab_run(tmp_path_factory) -> Path:
+    """Pretraining with a tokenizer trained on the corpus first (model.train_tokenizer)."""
+    data = tmp_path_factory.mktemp("corpus2")
+    (data / "train.txt").write_text("\n".join(TEXT * 30) + "\n")
+    (data / "valid.txt").write_text("\n".join(TEXT[::-1] * 5) + "\n")
+    run_dir = tmp_path_factory.mktemp("own_vocab")
+    args = ("task=mlm", "data=wikitext2", f"data.path={data}", "data.train_file=train.txt",
+            "data.val_file=valid.txt", "data.test_file=null", "data.max_length=64",
+            "model.train_tokenizer=160", f"hydra.run.dir={run_dir}")  # fmt: skip
+    proc = run_cli(*FAST, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_pretraining_trains_its_own_tokenizer_and_exports_it(own_vocab_run):
+    from transformers import AutoTokenizer
+
+    trained = AutoTokenizer.from_pretrained(own_vocab_run / "tokenizer")
+    assert len(trained) <= 160 and trained.mask_token_id == 4
+    exported = AutoTokenizer.from_pretrained(own_vocab_run / "export")
+    assert exported.get_vocab() == trained.get_vocab()
+    cfg = json.loads((own_vocab_run / "export" / "config.json").read_text())
+    assert cfg["vocab_size"] == len(trained)  # embeddings sized to the trained vocabulary
+    m = json.loads((own_vocab_run / "metrics.json").read_text())
+    assert 0.0 < m["val/output_spread"] <= 1.0
+
+
+def test_from_scratch_takes_the_architecture_and_tokenizer_not_the_weights(own_vocab_run, tmp_path):
+    pretrained, _ = load_pretrained(str(own_vocab_run / "export"))
+    arms = {}
+    for scratch in (False, True):
+        cfg = compose(*FAST, f"model.init_from={own_vocab_run}", f"model.from_scratch={scratch}",
+                      f"paths.output_dir={tmp_path / str(scratch)}")  # fmt: skip
+        tokenizer, _, module = build(cfg)
+        assert len(tokenizer) == pretrained.cfg.vocab_size  # the run's own tokenizer
+        assert module.encoder.cfg == pretrained.cfg  # the same architecture
+        arms[scratch] = module.encoder.state_dict()
+    ref = pretrained.state_dict()
+    assert all(torch.equal(arms[False][k], ref[k]) for k in ref)
+    assert not torch.equal(arms[True]["embeddings.word_embeddings.weight"],
+                           ref["embeddings.word_embeddings.weight"])  # fmt: skip

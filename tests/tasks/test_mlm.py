@@ -177,3 +177,23 @@ def test_metrics_include_the_unigram_baseline_accuracy(tokenizer):
     assert out["acc"] == 0.5 and out["acc_most_frequent"] == 0.5
     metrics.update(logits[:3], torch.tensor([9, 9, 9]))  # now 7: 4, 9: 5 of 11
     assert metrics.compute()["acc_most_frequent"].item() == pytest.approx(5 / 11)
+
+
+def test_output_spread_flags_a_collapsed_encoder(tokenizer):
+    from framework.encoder import Encoder, preset
+
+    task = _task(tokenizer)
+    torch.manual_seed(0)
+    encoder = Encoder(preset("tiny", vocab_size=len(tokenizer))).eval()
+    ids = torch.randint(1000, 5000, (8, 32))
+    with torch.no_grad():
+        hidden = encoder(ids, torch.ones_like(ids)).flatten(0, 1)  # (256, 64) random init
+    logits = torch.zeros(len(hidden), task.vocab_size)
+    target = torch.zeros(len(hidden), dtype=torch.long)
+    healthy = task.metrics()
+    healthy.update(logits, target, hidden=hidden)
+    assert healthy.compute()["output_spread"].item() > 0.5
+    collapsed = task.metrics()  # every token mapped to the same vector
+    collapsed.update(logits, target, hidden=hidden[:1].expand_as(hidden) + 1e-4 * hidden)
+    with pytest.warns(UserWarning, match="outputs have collapsed"):
+        assert collapsed.compute()["output_spread"].item() < 0.01

@@ -1,0 +1,61 @@
+"""Preprocess: a WordPiece tokenizer trained on the training text (``model.train_tokenizer``).
+
+BERT-compatible: ``[PAD]`` ``[UNK]`` ``[CLS]`` ``[SEP]`` ``[MASK]`` (ids 0-4), BERT's normaliser
+(optional lowercasing) and pre-tokeniser, ``[CLS] A [SEP] B [SEP]`` with token types; saved as a
+``transformers`` tokenizer directory that ``AutoTokenizer`` loads (and the export carries). A
+vocabulary sized to the corpus and the compute makes a small model much cheaper: the embedding
+table and the MLM decoder are ``vocab_size x hidden`` each. Training itself is the ``tokenizers``
+library's (seconds for WikiText-2); only the BERT wiring is written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from framework.errors import UserError
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int, lowercase: bool, out_dir: Path, max_length: int = 512
+) -> Any:
+    """Train a WordPiece vocabulary of ``vocab_size`` on ``texts`` and save it to ``out_dir``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+    from transformers import BertTokenizerFast
+
+    if vocab_size < 100:
+        raise UserError(f"model.train_tokenizer={vocab_size}: use a vocabulary of >= 100 tokens")
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise UserError("no training text to train a tokenizer on; check task.text_column")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
+    tok.train_from_iterator(texts, trainer, length=len(texts))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    tokenizer = BertTokenizerFast(
+        tokenizer_object=tok,
+        do_lower_case=lowercase,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")  # whole or not at all (a kill mid-save)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out_dir)
+    return tokenizer
