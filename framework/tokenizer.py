@@ -38,6 +38,17 @@ def train_wordpiece(
     tok.decoder = decoders.WordPiece(prefix="##")
     trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
     tok.train_from_iterator(texts, trainer, length=len(texts))
+    # The trainer numbers tokens of equal frequency in a varying order (parallel counting), so
+    # two trainings on the same text give the same vocabulary under different ids. WordPiece
+    # tokenises by the vocabulary alone (longest match first): the ids are re-assigned in a
+    # fixed order (special tokens first, then the tokens sorted), so a run is reproducible.
+    trained = tok.get_vocab()
+    ordered = [*SPECIAL_TOKENS, *sorted(t for t in trained if t not in SPECIAL_TOKENS)]
+    tok.model = models.WordPiece(
+        vocab={t: i for i, t in enumerate(ordered)},
+        unk_token="[UNK]",
+        continuing_subword_prefix="##",
+    )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -4,6 +4,7 @@ installed package, and the entry point runs from any directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,11 @@ from tests.conftest import ROOT
 def test_an_installed_wheel_trains_from_another_directory(tmp_path):
     wheels, site, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(ROOT)], check=True,
+    # Built from a copy: setuptools leaves build/ and *.egg-info/ in the tree it builds.
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns(".*", "logs", "build", "*.egg-info", "__pycache__", "outputs")
+    shutil.copytree(ROOT, src, ignore=skip)
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(src)], check=True,
                    capture_output=True)  # fmt: skip
     (wheel,) = wheels.glob("tasklight-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())

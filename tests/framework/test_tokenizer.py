@@ -32,6 +32,15 @@ def test_trained_tokenizer_is_bert_compatible_and_reloads(tmp_path):
     assert again.unk_token_id not in again("cats gardens")["input_ids"]
 
 
+def test_training_twice_gives_the_same_ids(tmp_path, monkeypatch):
+    # Many words of equal frequency, counted in parallel: the trainer's own ids vary.
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    words = [f"w{i:04d}x" for i in range(3000)]
+    corpus = [" ".join(words[i : i + 30]) for i in range(0, 3000, 30)] * 3
+    a, b = (train_wordpiece(corpus, 8000, True, tmp_path / d).get_vocab() for d in "ab")
+    assert a == b
+
+
 def test_cased_tokenizer_keeps_case(tmp_path):
     tok = train_wordpiece(CORPUS, vocab_size=200, lowercase=False, out_dir=tmp_path / "tok")
     assert tok.decode(tok("The cat")["input_ids"], skip_special_tokens=True) == "The cat"
