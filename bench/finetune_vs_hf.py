@@ -61,7 +61,7 @@ def sst2_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
     from datasets import Dataset
     from transformers import BertForSequenceClassification
 
-    from framework.data import read_table
+    from framework.readers import read_table
 
     d, t = cfg.data, cfg.task
     train = _subset(Dataset.from_dict(read_table(data / d.train_file)), n, seed)

@@ -33,7 +33,8 @@ def main() -> None:
     a = ap.parse_args()
     from transformers import BertConfig, BertModel
 
-    from framework.encoder import Encoder, config_to_hf, preset, tasklight_to_hf
+    from framework.convert import config_to_hf, tasklight_to_hf
+    from framework.encoder import Encoder, preset
 
     assert torch.cuda.is_available(), "needs a CUDA device"
     cfg = preset("base", hidden_dropout=0.0)

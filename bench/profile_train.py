@@ -59,7 +59,8 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from framework.config import register_resolvers
-    from framework.train import _instantiate_all, build
+    from framework.loggers import instantiate_all
+    from framework.train import build
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -116,9 +117,9 @@ def main() -> None:
                 span["end"] = time.perf_counter()
                 prof.stop()
 
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), Window()]
+    callbacks = [*instantiate_all(cfg.get("callbacks")), Window()]
     trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger"))
+        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.get("logger"))
     )
     trainer.fit(module, datamodule=datamodule)
     wall = span["end"] - span["start"]

@@ -134,7 +134,7 @@ class StepCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, *args, **kwargs)
 
 
-def _is_valid(path: Path) -> int | None:
+def checkpoint_step(path: Path) -> int | None:
     """The checkpoint's global step, or None when ``path`` is not a complete Lightning one."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
@@ -159,7 +159,7 @@ def newest_valid_checkpoint(run_dir: Path) -> Path | None:
     best: tuple[int, int] | None = None
     found = None
     for f in checkpoints_of(run_dir):
-        step = _is_valid(f)
+        step = checkpoint_step(f)
         if step is None:
             continue
         key = (step, f.stat().st_mtime_ns)
@@ -177,7 +177,7 @@ def resolve_resume(run_dir: Path, resume: str | None, ckpt_path: str | None) -> 
             raise UserError("set either resume=auto or ckpt_path=FILE, not both")
         if not Path(ckpt_path).is_file():
             raise UserError(f"ckpt_path {ckpt_path} does not exist")
-        if _is_valid(Path(ckpt_path)) is None:
+        if checkpoint_step(Path(ckpt_path)) is None:
             raise UserError(
                 f"ckpt_path {ckpt_path} is not a complete training checkpoint (truncated or "
                 "weights only); pick another file in the run's checkpoints/ folder"

@@ -1,17 +1,12 @@
-"""Data: read local CSV/TSV/JSON-lines files or a Hugging Face ``datasets`` hub id, let the task
-encode the rows, cache the encoded splits, and serve dynamically padded batches.
-
-Local files are read here rather than with ``datasets.load_dataset("csv")`` because a user needs
-errors that name the file and line (bad UTF-8, ragged rows, missing columns), and GLUE's TSV files
-must be read without quote processing; encoding and caching use ``datasets`` (``Dataset.map``).
+"""The data module: read the splits (local files through ``framework.readers``, or a Hugging
+Face ``datasets`` hub id), let the task encode the rows, cache the encoded splits (``datasets``'
+``Dataset.map``), and serve dynamically padded batches in the order ``framework.sampling`` deals.
+It owns the position inside the training epoch that checkpoints save (resume).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import itertools
-import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -20,96 +15,21 @@ from typing import Any
 import lightning as L
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from framework.errors import UserError
+from framework.readers import TABLE_FORMATS, guess_format, read_table, to_dataset
+from framework.sampling import (
+    TrainBatchSampler,
+    batches_per_rank,
+    eval_batches,
+    token_budget_batches,
+)
 from framework.task import Task
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-def read_utf8(path: Path) -> str:
-    """The text of ``path``; a ``UserError`` naming the line of the first non-UTF-8 byte."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UserError(
-            f"{path} is not UTF-8 (bad byte at line {line}); re-encode it as UTF-8, e.g. "
-            f"`iconv -f latin1 -t utf-8 {path.name}`"
-        ) from None
-
-
-# The table formats every task reads, and the suffixes that name them when data.format is null.
-TABLE_FORMATS = {"csv": (".csv",), "tsv": (".tsv",), "jsonl": (".jsonl", ".json")}
-
-
-def guess_format(path: Path, formats: dict[str, tuple[str, ...]]) -> str:
-    """The format whose suffixes include ``path``'s; a ``UserError`` naming the choices."""
-    suffix = path.suffix.lower()
-    for fmt, suffixes in formats.items():
-        if suffix in suffixes:
-            return fmt
-    raise UserError(
-        f"{path}: cannot tell the format from the suffix {suffix!r}; set data.format to one of: "
-        f"{', '.join(formats)}"
-    )
-
-
-def read_table(path: str | Path, fmt: str | None = None) -> dict[str, list]:
-    """Rows of a CSV, TSV or JSON-lines file, column-major; ``fmt`` None: from the suffix.
-    TSV is read without quoting (GLUE)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data file {path} does not exist; check data.path and the file names")
-    fmt = fmt or guess_format(path, TABLE_FORMATS)
-    text = read_utf8(path)
-    if fmt == "jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line, parse_constant=_no_constant))
-                except _NonFinite as e:
-                    raise UserError(
-                        f"{path}:{n}: {e} is not a JSON value; write null for a missing value, "
-                        "or drop the row"
-                    ) from None
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{n}: not a JSON object ({e.msg})") from None
-        if not all(isinstance(r, dict) for r in records):
-            raise UserError(f"{path}: every line must be a JSON object")
-        columns = list(dict.fromkeys(k for r in records for k in r))
-        rows = {c: [r.get(c) for r in records] for c in columns}
-    elif fmt in ("csv", "tsv"):
-        if fmt == "tsv":
-            reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(text.splitlines())
-        header = next(reader, None)
-        if not header:
-            raise UserError(f"{path} is empty; it needs a header line and at least one row")
-        columns = [h.strip() for h in header]
-        rows = {c: [] for c in columns}
-        for n, fields in enumerate(reader, 2):
-            if not fields:
-                continue
-            if len(fields) != len(columns):
-                raise UserError(
-                    f"{path}:{n}: {len(fields)} fields where the header has {len(columns)}"
-                )
-            for c, v in zip(columns, fields, strict=True):
-                rows[c].append(v)
-    else:
-        raise UserError(
-            f"{path}: unknown table format {fmt!r}; use one of {', '.join(TABLE_FORMATS)}"
-        )
-    if not rows or not len(next(iter(rows.values()))):
-        raise UserError(f"{path} has no rows; every split needs at least one example")
-    return rows
 
 
 def encoding_version(task: Task) -> str:
@@ -129,15 +49,6 @@ def encoding_version(task: Task) -> str:
         except (OSError, TypeError):  # no source (built in, frozen): its qualified name
             parts.append(getattr(obj, "__qualname__", repr(obj)))
     return _fingerprint(*parts)
-
-
-class _NonFinite(ValueError):
-    pass
-
-
-def _no_constant(name: str) -> None:
-    """Python's json reads NaN and Infinity, which JSON does not have: refused here."""
-    raise _NonFinite(name)
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -245,7 +156,7 @@ class DataModule(L.LightningDataModule):
                 rows = self._read(file)
                 st = file.stat()
                 key = _fingerprint(str(file.resolve()), st.st_size, st.st_mtime_ns)
-                out[split] = (_dataset(rows, file), key)
+                out[split] = (to_dataset(rows, file), key)
             return out
         from datasets import load_dataset
 
@@ -430,145 +341,6 @@ class DataModule(L.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return "test" in self.splits
-
-
-def batches_per_rank(n: int, world_size: int, batch_size: int) -> int:
-    """Training batches per epoch of each process (examples wrap around to even out ranks)."""
-    per_rank = -(-n // world_size)
-    return -(-per_rank // batch_size)
-
-
-def eval_batches(n: int, batch_size: int, world: int, rank: int) -> list[list[int]]:
-    """Process ``rank``'s evaluation batches of examples ``0..n-1`` (sorted by length).
-
-    Each example is evaluated exactly once (no padding duplicates, unlike DistributedSampler;
-    metrics sync their states), and every process gets the same number of batches: under FSDP
-    each forward is a collective, and a process with one batch more would wait forever. The n
-    examples are cut into ``world`` x k contiguous batches of near-equal size, at most
-    ``batch_size`` (k = ceil(n / (world * batch_size))); only when that leaves fewer than one
-    example per batch (n < world * k) are there fewer, larger batches. Batch i goes to process
-    i % world, so each process gets long and short ones alike. Needs n >= world.
-    """
-    per_rank = max(1, min(-(-n // (world * batch_size)), n // world))
-    total = per_rank * world
-    sizes = [n // total + (i < n % total) for i in range(total)]
-    starts = [0, *itertools.accumulate(sizes)]
-    batches = [list(range(starts[i], starts[i + 1])) for i in range(total)]
-    return batches[rank::world]
-
-
-def token_budget_batches(lengths: list[int], max_tokens: int, seed: int) -> list[list[int]]:
-    """Batches of examples of similar length, each at most ``max_tokens`` padded tokens
-    (examples x its longest), every example in exactly one. Examples are sorted by length (ties
-    in an order seeded by ``seed``) and cut greedily, as fairseq's ``max_tokens`` batching."""
-    tie = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
-    batches, batch, longest = [], [], 0
-    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], tie[i])):
-        if batch and (len(batch) + 1) * max(longest, lengths[i]) > max_tokens:
-            batches.append(batch)
-            batch, longest = [], 0
-        batch.append(i)
-        longest = max(longest, lengths[i])
-    return [*batches, batch] if batch else batches
-
-
-class TrainBatchSampler(Sampler[list[int]]):
-    """Training batches of a seeded order per epoch, split across processes, resumable in O(1).
-
-    The order is a permutation seeded by ``seed + epoch`` or, with ``group_by_length``, shuffled
-    mega-batches sorted by length (as the HF Trainer's ``group_by_length``). Each global batch of
-    ``batch_size * num_replicas`` consecutive examples is dealt out across the processes, so N
-    processes with batch B see exactly the batches of one process with batch N*B. Resuming
-    skips the batches already trained by index: no batch is loaded to skip it.
-
-    With ``max_tokens`` (a token budget), batches are ``token_budget_batches``: fixed once, of
-    varying size, similar lengths inside each; every epoch shuffles their order (seeded by
-    ``seed + epoch``) and deals whole batches round-robin to the processes.
-
-    Written here because torch's ``DistributedSampler`` and transformers' length-grouped samplers
-    neither deal global batches this way nor skip to a position inside an epoch.
-    """
-
-    def __init__(
-        self,
-        lengths: list[int],
-        batch_size: int,
-        seed: int = 0,
-        group_by_length: bool = False,
-        num_replicas: int = 1,
-        rank: int = 0,
-        max_tokens: int | None = None,
-    ) -> None:
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
-        self.budget = token_budget_batches(lengths, max_tokens, seed) if max_tokens else None
-        self.group_by_length = group_by_length
-        self.num_replicas, self.rank = num_replicas, rank
-        self.epoch = 0
-        self.epoch_fn = None  # when set (by the data module), the epoch comes from the trainer
-        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
-        # [epoch, batches trained in it]: counted by ``DataModule.batch_trained``, saved by
-        # ``DataModule.state_dict``.
-        self.progress = [0, 0]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def order(self, epoch: int) -> list[int]:
-        """This process's examples of ``epoch``, in order."""
-        g = torch.Generator().manual_seed(self.seed + epoch)
-        n, world = len(self.lengths), self.num_replicas
-        if self.group_by_length:
-            from transformers.trainer_pt_utils import get_length_grouped_indices
-
-            order = get_length_grouped_indices(self.lengths, self.batch_size * world, generator=g)
-        else:
-            order = torch.randperm(n, generator=g).tolist()
-        # Every process gets as many examples (as DistributedSampler does): wrap around.
-        total = -(-n // world) * world
-        order = (order * (1 + total // n))[:total]
-        return order[self.rank :: world]
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        """This process's batches of ``epoch``, in order."""
-        if self.budget is None:
-            mine, size = self.order(epoch), self.batch_size
-            return [mine[b * size : (b + 1) * size] for b in range(len(self))]
-        g = torch.Generator().manual_seed(self.seed + epoch)
-        order = torch.randperm(len(self.budget), generator=g).tolist()
-        total = len(self) * self.num_replicas  # every process as many batches: wrap around
-        order = (order * (1 + total // len(order)))[:total]
-        return [self.budget[i] for i in order[self.rank :: self.num_replicas]]
-
-    def __len__(self) -> int:
-        if self.budget is not None:
-            return -(-len(self.budget) // self.num_replicas)
-        return batches_per_rank(len(self.lengths), self.num_replicas, self.batch_size)
-
-    def __iter__(self):
-        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
-        start = 0
-        if self.resume_at is not None and self.resume_at[0] == epoch:
-            start = self.resume_at[1]
-        self.resume_at = None
-        self.progress = [epoch, start]
-        yield from self.batches(epoch)[start:]
-
-
-def _dataset(rows: dict[str, list], file: Path) -> Dataset:
-    """``Dataset.from_dict``; a column Arrow cannot hold (mixed value types) is a ``UserError``."""
-    import pyarrow as pa
-
-    try:
-        return Dataset.from_dict(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        column = next(
-            (c for c, v in rows.items() if len({type(x) for x in v} - {type(None)}) > 1), None
-        )
-        where = f"column {column!r}" if column else "a column"
-        raise UserError(
-            f"{file}: {where} mixes value types ({str(e).splitlines()[0]}); give each column "
-            "values of one type (e.g. quote the numbers)"
-        ) from None
 
 
 def _task_formats(task: Task) -> dict[str, tuple[str, ...]]:

@@ -3,7 +3,7 @@
 This file is the spec of the model: read it top to bottom. It depends on torch only (no Lightning,
 Hydra or DictConfig). Weights are laid out like Hugging Face's ``BertModel`` except that the query,
 key and value projections of each layer are fused into one ``qkv`` Linear (one GEMM instead of
-three); ``hf_to_tasklight`` / ``tasklight_to_hf`` convert state dicts both ways. RoBERTa,
+three); ``framework/convert.py`` converts configs and state dicts both ways. RoBERTa,
 DistilBERT and ELECTRA are the same post-LayerNorm block with other names, a position offset
 (RoBERTa), no segment embeddings (DistilBERT) or a projection after the embeddings (ELECTRA-small):
 two config fields cover them.
@@ -22,16 +22,24 @@ Shapes: B batch, T padded length, H hidden size, N heads, D head size (H = N * D
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-AttnImpl = Literal["sdpa", "math"]
+from framework.attention import (
+    AttnImpl,
+    Selection,
+    Unpadded,
+    _bucketed,
+    _half_precision,
+    _selection,
+    attention,
+    varlen_attention,
+    varlen_available,
+)
 
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -92,116 +100,6 @@ def preset(name: str, **overrides: object) -> EncoderConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown encoder preset {name!r}; choose one of {sorted(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
-
-
-def attention(
-    q: torch.Tensor,  # (B, N, T, D)
-    k: torch.Tensor,  # (B, N, T, D)
-    v: torch.Tensor,  # (B, N, T, D)
-    keep: torch.Tensor,  # (B, 1, 1, T) bool, True where the key is a real token
-    dropout: float,
-    impl: AttnImpl,
-) -> torch.Tensor:  # (B, N, T, D)
-    if impl == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout)
-    # Reference path: softmax(q k^T / sqrt(D)) v, written out.
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))  # (B, N, T, T)
-    scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=dropout > 0)
-    return probs @ v
-
-
-def _varlen_kernel():
-    """A variable-length FlashAttention function ``(q, k, v, cu_q, cu_k, max_q, max_k)`` on
-    (tokens, N, D) tensors: torch's own (torch >= 2.10), else ``flash-attn``'s; None if neither."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-
-        return varlen_attn
-    except ImportError:
-        pass
-    try:  # optional dependency, never required
-        from flash_attn import flash_attn_varlen_func
-
-        return flash_attn_varlen_func
-    except ImportError:
-        return None
-
-
-VARLEN = _varlen_kernel()
-
-
-def varlen_attention(
-    q: torch.Tensor,  # (Mq, N, D): the queries of all sequences, one after the other
-    k: torch.Tensor,  # (n, N, D)
-    v: torch.Tensor,  # (n, N, D)
-    cu_q: torch.Tensor,  # (B+1,) int32: where each sequence's queries start
-    cu_k: torch.Tensor,  # (B+1,) int32: where each sequence's keys start
-    max_q: int,
-    max_k: int,
-) -> torch.Tensor:  # (Mq, N, D)
-    assert VARLEN is not None
-    return VARLEN(q, k, v, cu_q, cu_k, max_q, max_k)
-
-
-def _half_precision(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether matmuls on ``device`` run in fp16/bf16 (autocast or half weights)."""
-    half = (torch.float16, torch.bfloat16)
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type) in half
-    return dtype in half
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The M tokens whose outputs a head reads (``output_mask``), in row-major order."""
-
-    flat: torch.Tensor  # (M,) row of each in the layer input: (B*T, H) padded or (n, H) unpadded
-    rows: torch.Tensor  # (M,) batch row
-    cols: torch.Tensor  # (M,) position in the row
-    slots: torch.Tensor  # (M,) rank among the selected tokens of its row
-    most: int  # the most selected tokens in one row
-
-
-@dataclass(frozen=True)
-class Unpadded:
-    """Where the n real tokens of a padded (B, T) batch are: ``idx`` (n,) into the flat B*T."""
-
-    idx: torch.Tensor
-    B: int
-    T: int
-    # With a varlen kernel (CUDA): (B+1,) int32 offsets of each row's real tokens in the (n, H)
-    # layout, and the longest row; attention then never sees the padded layout.
-    cu: torch.Tensor | None = None
-    longest: int = 0
-    # Without one (CPU): attention in length buckets (``Bucket``), each padded to its own longest
-    # row, and ``order`` puts their concatenated real tokens back in the (n, H) order.
-    buckets: tuple[Bucket, ...] = ()
-    order: torch.Tensor | None = None
-
-    def pad(self, x: torch.Tensor) -> torch.Tensor:  # (n, F) -> (B*T, F), zeros at the padding
-        return x.new_zeros(self.B * self.T, x.size(-1)).index_copy(0, self.idx, x)
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """Rows of similar length whose attention runs as one padded (b, t) block."""
-
-    slots: torch.Tensor  # (b*t,) each slot's row in the (n+1, F) layout; row n is all zeros
-    keep: torch.Tensor  # (b, 1, 1, t) bool: real keys
-    real: torch.Tensor  # (m,) the slots that hold real tokens, in the (n, H) order
-    b: int
-    t: int
-
-
-def length_buckets(lengths: list[int], rows_per_bucket: int = 8) -> list[list[int]]:
-    """Row ids (sorted by length) cut into buckets of ``rows_per_bucket`` rows when that
-    pads at most 3/4 of what one (B, longest) block would; else one bucket (a batch already
-    grouped by length gains nothing from more, smaller attention calls)."""
-    rows = sorted(range(len(lengths)), key=lengths.__getitem__)
-    chunks = [rows[i : i + rows_per_bucket] for i in range(0, len(rows), rows_per_bucket)]
-    slots = sum(len(c) * lengths[c[-1]] for c in chunks)
-    return chunks if slots <= 0.75 * len(rows) * max(lengths) else [rows]
 
 
 class Embeddings(nn.Module):
@@ -421,7 +319,7 @@ class Encoder(nn.Module):
             return False
         dtype = self.embeddings.word_embeddings.weight.dtype
         reasons = []
-        if VARLEN is None:
+        if not varlen_available():
             reasons.append("no varlen kernel (torch >= 2.10 or the flash-attn package)")
         if not _half_precision(device, dtype):
             reasons.append("fp32 (use trainer.precision=bf16-mixed)")
@@ -474,209 +372,6 @@ class Encoder(nn.Module):
             return x.index_select(0, in_real)
         sel = _selection(output_mask, rows, cols, in_real)
         return self.layers[last].forward_selected(x, keep, self.attn_impl, sel, real)
-
-
-def _bucketed(real: Unpadded, lengths: list[int]) -> Unpadded:
-    """``real`` with its attention buckets: each row's real tokens left-aligned in its bucket's
-    block (attention does not depend on where in the block a token sits: positions are in the
-    embeddings)."""
-    groups = length_buckets(lengths)
-    if len(groups) == 1:
-        return real  # one block: the (B, T) layout itself is as small
-    device, n = real.idx.device, len(real.idx)
-    starts = [0]
-    for length in lengths[:-1]:
-        starts.append(starts[-1] + length)
-    buckets, reals = [], []
-    for rows in groups:
-        t = max(lengths[r] for r in rows)
-        col = torch.arange(t, device=device)  # (t,)
-        start = torch.tensor([starts[r] for r in rows], device=device)[:, None]  # (b, 1)
-        valid = col[None] < torch.tensor([lengths[r] for r in rows], device=device)[:, None]
-        slots = torch.where(valid, start + col[None], n).flatten()  # (b*t,)
-        flat_valid = valid.flatten()
-        buckets.append(Bucket(slots, valid[:, None, None, :], flat_valid.nonzero().squeeze(1),
-                              len(rows), t))  # fmt: skip
-        reals.append(slots[flat_valid])  # where each real slot's token sits in (n, H)
-    order = torch.empty(n, dtype=torch.long, device=device)
-    order[torch.cat(reals)] = torch.arange(n, device=device)
-    return dataclasses.replace(real, buckets=tuple(buckets), order=order)
-
-
-def _selection(
-    output_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flat: torch.Tensor
-) -> Selection:
-    """The ``Selection`` of ``output_mask`` (B, T) bool; ``flat`` indexes the layer input."""
-    slots = output_mask.long().cumsum(1)[rows, cols] - 1  # (M,)
-    most = int(output_mask.sum(1).max())  # one host sync: the query block's length
-    return Selection(flat, rows, cols, slots, most)
-
-
-# ----------------------------------------------------------------------------------------------
-# Hugging Face BERT checkpoints <-> this encoder
-# ----------------------------------------------------------------------------------------------
-
-_HF_LAYER = "encoder.layer.{i}."
-_RENAMES = {  # ours -> Hugging Face, per layer (q/k/v handled separately: they are fused here)
-    "attn_out": "attention.output.dense",
-    "attn_norm": "attention.output.LayerNorm",
-    "mlp_in": "intermediate.dense",
-    "mlp_out": "output.dense",
-    "mlp_norm": "output.LayerNorm",
-}
-
-
-FAMILIES = ("bert", "roberta", "distilbert", "electra")
-_DISTILBERT_CONFIG = {  # DistilBERT config.json -> BERT's names
-    "dim": "hidden_size",
-    "n_layers": "num_hidden_layers",
-    "n_heads": "num_attention_heads",
-    "hidden_dim": "intermediate_size",
-    "activation": "hidden_act",
-    "dropout": "hidden_dropout_prob",
-}
-
-
-def config_from_hf(hf: dict) -> EncoderConfig:
-    """An ``EncoderConfig`` from a Hugging Face ``config.json`` dict of a BERT, RoBERTa,
-    DistilBERT or ELECTRA (discriminator) model."""
-    family = hf.get("model_type", "bert")
-    if family == "distilbert":
-        # BERT's fields under other names; no segments (one all-zero type vector) and a
-        # LayerNorm eps fixed in DistilBERT's code.
-        hf = {_DISTILBERT_CONFIG.get(k, k): v for k, v in hf.items()}
-        hf.update(type_vocab_size=1, layer_norm_eps=1e-12)
-    pad_token_id = hf.get("pad_token_id") or 0
-    embedding_size = hf.get("embedding_size") if family == "electra" else None
-    return EncoderConfig(
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=hf["num_attention_heads"],
-        intermediate_size=hf["intermediate_size"],
-        max_position_embeddings=hf.get("max_position_embeddings", 512),
-        type_vocab_size=hf.get("type_vocab_size", 2),
-        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-        hidden_act=hf.get("hidden_act", "gelu"),
-        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-        pad_token_id=pad_token_id,
-        initializer_range=hf.get("initializer_range", 0.02),
-        position_offset=pad_token_id + 1 if family == "roberta" else 0,
-        embedding_size=None if embedding_size == hf["hidden_size"] else embedding_size,
-    )
-
-
-def config_to_hf(cfg: EncoderConfig) -> dict:
-    """A Hugging Face ``BertConfig`` dict for ``cfg``: every export is BERT-layout (a RoBERTa's
-    position table loses its unused first rows; a DistilBERT gets its all-zero type vector)."""
-    if cfg.embedding_size not in (None, cfg.hidden_size):
-        raise ValueError(
-            f"an encoder with factorised embeddings (embedding_size {cfg.embedding_size} != "
-            f"hidden_size {cfg.hidden_size}, ELECTRA-small) has no BERT layout to export to"
-        )
-    return {
-        "model_type": "bert",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "max_position_embeddings": cfg.max_position_embeddings - cfg.position_offset,
-        "type_vocab_size": cfg.type_vocab_size,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "hidden_act": cfg.hidden_act,
-        "hidden_dropout_prob": cfg.hidden_dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "pad_token_id": cfg.pad_token_id,
-        "initializer_range": cfg.initializer_range,
-        "position_embedding_type": "absolute",
-    }
-
-
-_DISTILBERT_LAYER = {  # DistilBERT -> BERT, per layer
-    "attention.q_lin": "attention.self.query",
-    "attention.k_lin": "attention.self.key",
-    "attention.v_lin": "attention.self.value",
-    "attention.out_lin": "attention.output.dense",
-    "sa_layer_norm": "attention.output.LayerNorm",
-    "ffn.lin1": "intermediate.dense",
-    "ffn.lin2": "output.dense",
-    "output_layer_norm": "output.LayerNorm",
-}
-
-
-def _distilbert_as_bert(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """DistilBERT keys (``distilbert.`` prefix stripped) -> BertModel keys, plus a zero type
-    vector; keys that are not the encoder's (heads) pass through unchanged."""
-    out = dict(hf)
-    for i in range(num_layers):
-        for theirs, bert in _DISTILBERT_LAYER.items():
-            for p in ("weight", "bias"):
-                out[f"{_HF_LAYER.format(i=i)}{bert}.{p}"] = out.pop(
-                    f"transformer.layer.{i}.{theirs}.{p}"
-                )
-    words = out["embeddings.word_embeddings.weight"]
-    out["embeddings.token_type_embeddings.weight"] = words.new_zeros(1, words.size(1))
-    return out
-
-
-def hf_to_tasklight(
-    hf_state: dict[str, torch.Tensor], num_layers: int, family: str = "bert"
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Split a checkpoint's state dict into (encoder state, everything else, e.g. ``pooler.*``).
-
-    Accepts bare base-model keys (``BertModel``...) and keys under the family's prefix
-    (``bert.``, ``roberta.``, ``distilbert.``, ``electra.``: the ``...For*`` classes).
-    """
-    prefix = f"{family}."
-    hf = {k.removeprefix(prefix): v for k, v in hf_state.items()}
-    if family == "distilbert":
-        hf = _distilbert_as_bert(hf, num_layers)
-    ours: dict[str, torch.Tensor] = {}
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        ours[f"embeddings.{name}.weight"] = hf.pop(f"embeddings.{name}.weight")
-    for p in ("weight", "bias"):
-        ours[f"embeddings.norm.{p}"] = hf.pop(f"embeddings.LayerNorm.{p}")
-        if f"embeddings_project.{p}" in hf:  # ELECTRA's factorised embeddings
-            ours[f"embeddings.project.{p}"] = hf.pop(f"embeddings_project.{p}")
-    hf.pop("embeddings.position_ids", None)  # a buffer in old checkpoints, not a weight
-    hf.pop("embeddings.token_type_ids", None)  # a buffer too (RoBERTa, ELECTRA)
-    for i in range(num_layers):
-        pre = _HF_LAYER.format(i=i)
-        for p in ("weight", "bias"):
-            qkv = [hf.pop(f"{pre}attention.self.{n}.{p}") for n in ("query", "key", "value")]
-            ours[f"layers.{i}.qkv.{p}"] = torch.cat(qkv, dim=0)
-            for mine, theirs in _RENAMES.items():
-                ours[f"layers.{i}.{mine}.{p}"] = hf.pop(f"{pre}{theirs}.{p}")
-    return ours, hf
-
-
-def tasklight_to_hf(
-    state: dict[str, torch.Tensor], num_layers: int, position_offset: int = 0
-) -> dict[str, torch.Tensor]:
-    """The inverse of ``hf_to_tasklight`` for the encoder: ``BertModel`` keys (no prefix).
-
-    ``position_offset`` (RoBERTa's 2) drops the position table's unused first rows: BERT counts
-    positions from 0."""
-    s = dict(state)
-    hf: dict[str, torch.Tensor] = {}
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        hf[f"embeddings.{name}.weight"] = s.pop(f"embeddings.{name}.weight")
-    positions = hf["embeddings.position_embeddings.weight"]
-    hf["embeddings.position_embeddings.weight"] = positions[position_offset:]
-    for p in ("weight", "bias"):
-        hf[f"embeddings.LayerNorm.{p}"] = s.pop(f"embeddings.norm.{p}")
-    for i in range(num_layers):
-        pre = _HF_LAYER.format(i=i)
-        for p in ("weight", "bias"):
-            q, k, v = s.pop(f"layers.{i}.qkv.{p}").chunk(3, dim=0)
-            for n, t in zip(("query", "key", "value"), (q, k, v), strict=True):
-                hf[f"{pre}attention.self.{n}.{p}"] = t.contiguous()
-            for mine, theirs in _RENAMES.items():
-                hf[f"{pre}{theirs}.{p}"] = s.pop(f"layers.{i}.{mine}.{p}")
-    if s:
-        raise ValueError(f"unexpected encoder keys: {sorted(s)[:5]}")
-    return hf
 
 
 def fsdp_units() -> set[type[nn.Module]]:

@@ -5,7 +5,7 @@ tokenizer; ``transformers`` loads it with the task's ``AutoModelFor...`` class. 
 temporary sibling first and renamed, so a crash never leaves a half-written export.
 
 Every export is BERT-layout (``BertFor...``), whatever family the encoder came from: RoBERTa and
-DistilBERT weights convert exactly (``framework.encoder.config_to_hf``); an ELECTRA-small-style
+DistilBERT weights convert exactly (``framework.convert.config_to_hf``); an ELECTRA-small-style
 encoder (factorised embeddings) has no BERT layout and is not exported.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from safetensors.torch import save_file
 from transformers import AutoConfig
 
-from framework.encoder import config_to_hf, tasklight_to_hf
+from framework.convert import config_to_hf, tasklight_to_hf
 from framework.errors import UserError
 from framework.module import TaskModule
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from framework.encoder import FAMILIES, AttnImpl, Encoder, config_from_hf, hf_to_tasklight
+from framework.convert import FAMILIES, config_from_hf, hf_to_tasklight
+from framework.encoder import AttnImpl, Encoder
 from framework.errors import UserError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -13,6 +13,8 @@ import pkgutil
 from collections.abc import Callable
 from typing import TypeVar
 
+from omegaconf import DictConfig, OmegaConf
+
 from framework.errors import UserError
 
 T = TypeVar("T")
@@ -60,3 +62,23 @@ def get_task(name: str) -> type:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise UserError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}.{hint}")
     return _TASKS[name]
+
+
+TASK_KEYS = ("name", "monitor", "mode")  # task config keys that are not constructor args
+
+
+def build_task(task_cfg: DictConfig):
+    """The registered task named ``task_cfg.name``, with the rest of ``task_cfg`` as its args."""
+    import inspect
+
+    args = OmegaConf.to_container(task_cfg, resolve=True)
+    cls = get_task(task_cfg.name)
+    kwargs = {k: v for k, v in args.items() if k not in TASK_KEYS}
+    known = set(inspect.signature(cls).parameters)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:  # e.g. a key an experiment sets for another task
+        raise UserError(
+            f"task {task_cfg.name!r} has no option {', '.join(unknown)}; its options: "
+            f"{', '.join(sorted(known))}"
+        )
+    return cls(**kwargs)

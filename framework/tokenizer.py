@@ -10,9 +10,12 @@ library's (seconds for WikiText-2); only the BERT wiring is written here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig
 
 from framework.errors import UserError
 
@@ -70,3 +73,35 @@ def train_wordpiece(
     tokenizer.save_pretrained(tmp)
     tmp.rename(out_dir)
     return tokenizer
+
+
+def run_tokenizer(cfg: DictConfig, datamodule) -> Path:
+    """The run's own WordPiece tokenizer (``model.train_tokenizer``: its vocabulary size),
+    trained on the train split's ``task.text_column`` once and kept in ``RUN_DIR/tokenizer`` (a
+    resumed run, and every process of a job, reads the same one)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    m = cfg.model
+    if m.name_or_path or m.get("init_from"):
+        raise UserError(
+            "model.train_tokenizer trains a vocabulary for a model with random weights "
+            "(model.preset); a pretrained model keeps its own: set model.train_tokenizer=null"
+        )
+    out = Path(cfg.paths.output_dir) / "tokenizer"
+    if (out / "tokenizer.json").is_file():
+        return out
+    if rank_zero_only.rank != 0:  # launched together (torchrun, SLURM): wait for rank 0's
+        for _ in range(3600):
+            if (out / "tokenizer.json").is_file():
+                return out
+            time.sleep(1)
+        raise UserError(f"no tokenizer appeared in {out} within an hour (process 0 trains it)")
+    column = getattr(datamodule.task, "text_column", None)
+    if column is None:
+        raise UserError(f"task {cfg.task.name!r} has no text_column to train a tokenizer on")
+    texts = datamodule.raw_split("train")[column]
+    start = time.perf_counter()
+    train_wordpiece(texts, int(m.train_tokenizer), bool(m.get("lowercase", True)), out)
+    print(f"Trained a {m.train_tokenizer}-token WordPiece tokenizer in "
+          f"{time.perf_counter() - start:.1f} s: {out}")  # fmt: skip
+    return out

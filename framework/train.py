@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 import warnings
@@ -18,179 +17,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from framework.cli import check_overrides
 from framework.config import CONF_DIR, print_config, register_resolvers
 from framework.errors import UserError
-from framework.timing import TrainTimer
+from framework.overrides import check_overrides
 
 register_resolvers()
-
-TASK_KEYS = ("name", "monitor", "mode")  # task config keys that are not task constructor args
-
-
-def _wandb_offline_without_key() -> None:
-    """wandb must never block or prompt: with no API key it logs offline (sync later)."""
-    netrc = Path.home() / ".netrc"
-    has_key = os.environ.get("WANDB_API_KEY") or (
-        netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-    )
-    if not has_key:
-        os.environ.setdefault("WANDB_MODE", "offline")
-
-
-def _wandb_run_id(run_dir: Path) -> str | None:
-    """The wandb run id of ``run_dir``, made once and kept in it: a resumed run logs to the
-    same wandb run (WandbLogger alone would start a new one after a restart)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    file = run_dir / "wandb_run_id"
-    if not file.is_file() and rank_zero_only.rank == 0:
-        import uuid
-
-        file.write_text(uuid.uuid4().hex[:8] + "\n")  # wandb ids: short, alphanumeric
-    return file.read_text().strip() if file.is_file() else None  # other ranks log nothing
-
-
-def _instantiate_all(group: DictConfig | None, run_dir: Path | None = None) -> list:
-    out = []
-    for _name, node in (group or {}).items():
-        if node is None:
-            continue
-        if "WandbLogger" in str(node.get("_target_", "")):
-            _wandb_offline_without_key()
-            if node.get("id") is None and run_dir is not None:
-                out.append(hydra.utils.instantiate(node, id=_wandb_run_id(run_dir), resume="allow"))
-                continue
-        out.append(hydra.utils.instantiate(node))
-    return out
-
-
-def build_task(task_cfg: DictConfig):
-    """The registered task named ``task_cfg.name``, with the rest of ``task_cfg`` as its args."""
-    import inspect
-
-    from framework.registry import get_task
-
-    args = OmegaConf.to_container(task_cfg, resolve=True)
-    cls = get_task(task_cfg.name)
-    kwargs = {k: v for k, v in args.items() if k not in TASK_KEYS}
-    known = set(inspect.signature(cls).parameters)
-    unknown = sorted(set(kwargs) - known)
-    if unknown:  # e.g. a key an experiment sets for another task
-        raise UserError(
-            f"task {task_cfg.name!r} has no option {', '.join(unknown)}; its options: "
-            f"{', '.join(sorted(known))}"
-        )
-    return cls(**kwargs)
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX); Linux only."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return True  # cannot tell: no warning
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def check_precision(trainer_cfg: DictConfig) -> None:
-    """Warn when mixed precision would run on a CPU without bf16 (emulated: slower, not faster).
-
-    On a CPU Lightning turns 16-mixed into bf16-mixed.
-    """
-    import torch
-
-    precision, accelerator = str(trainer_cfg.get("precision")), trainer_cfg.get("accelerator")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and precision.startswith(("bf16", "16")) and not cpu_has_native_bf16():
-        warnings.warn(
-            f"trainer.precision={precision} on a CPU without native bfloat16 (no AVX512-BF16/AMX) "
-            "runs emulated and slower than 32-true (2.7-5x measured on a 2-core EPYC); use "
-            "trainer.precision=32-true on this machine",
-            stacklevel=2,
-        )
-
-
-def plot_curve(csv_file: Path, key: str, out: Path) -> None:
-    """The training curve, from the CSV log, as a PNG: one panel each for the loss (training
-    and validation), the monitored metric ``key`` and, when logged, the validation accuracy
-    (with ``val/acc_most_frequent``, the unigram baseline of masked-LM pretraining), per step."""
-    import csv
-
-    if not csv_file.is_file():
-        return
-    series: dict[str, dict[int, float]] = {}
-    with open(csv_file, newline="") as f:
-        for row in csv.DictReader(f):
-            for name, value in row.items():
-                if value and row.get("step") and name not in ("step", "epoch"):
-                    try:  # a resumed run's later row wins
-                        series.setdefault(name, {})[int(row["step"])] = float(value)
-                    except ValueError:
-                        continue
-    panels = [["train/loss", "val/loss"], [key]]
-    if "val/acc" in series and key != "val/acc":
-        panels.append(["val/acc", "val/acc_most_frequent"])
-    panels = [[k for k in p if len(series.get(k, {})) >= 2] for p in panels]
-    panels = [p for p in panels if p]
-    if not panels:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, names in zip(axes[0], panels, strict=True):
-        for name in names:
-            steps = sorted(series[name])
-            style = {"marker": "o", "markersize": 3} if name.startswith("val/") else {}
-            ax.plot(steps, [series[name][s] for s in steps], label=name, **style)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel(names[0].split("/")[-1] if len(names) > 1 else names[0])
-        if "perplexity" in names[0]:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-
-
-def trained_tokenizer(cfg: DictConfig, datamodule) -> Path:
-    """The run's own WordPiece tokenizer (``model.train_tokenizer``: its vocabulary size),
-    trained on the train split's ``task.text_column`` once and kept in ``RUN_DIR/tokenizer`` (a
-    resumed run, and every process of a job, reads the same one)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    from framework.tokenizer import train_wordpiece
-
-    m = cfg.model
-    if m.name_or_path or m.get("init_from"):
-        raise UserError(
-            "model.train_tokenizer trains a vocabulary for a model with random weights "
-            "(model.preset); a pretrained model keeps its own: set model.train_tokenizer=null"
-        )
-    out = Path(cfg.paths.output_dir) / "tokenizer"
-    if (out / "tokenizer.json").is_file():
-        return out
-    if rank_zero_only.rank != 0:  # launched together (torchrun, SLURM): wait for rank 0's
-        for _ in range(3600):
-            if (out / "tokenizer.json").is_file():
-                return out
-            time.sleep(1)
-        raise UserError(f"no tokenizer appeared in {out} within an hour (process 0 trains it)")
-    column = getattr(datamodule.task, "text_column", None)
-    if column is None:
-        raise UserError(f"task {cfg.task.name!r} has no text_column to train a tokenizer on")
-    texts = datamodule.raw_split("train")[column]
-    start = time.perf_counter()
-    train_wordpiece(texts, int(m.train_tokenizer), bool(m.get("lowercase", True)), out)
-    print(f"Trained a {m.train_tokenizer}-token WordPiece tokenizer in "
-          f"{time.perf_counter() - start:.1f} s: {out}")  # fmt: skip
-    return out
 
 
 def build(cfg: DictConfig) -> tuple:
@@ -200,6 +31,8 @@ def build(cfg: DictConfig) -> tuple:
     from framework.data import DataModule
     from framework.module import TaskModule
     from framework.pretrained import build_encoder, resolve_init_from
+    from framework.registry import build_task
+    from framework.tokenizer import run_tokenizer
 
     m = cfg.model
     init_from = m.get("init_from")
@@ -207,7 +40,7 @@ def build(cfg: DictConfig) -> tuple:
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = DataModule(task, None, seed=cfg.seed, **data_args)
     if m.get("train_tokenizer"):
-        tok_path = str(trained_tokenizer(cfg, datamodule))
+        tok_path = str(run_tokenizer(cfg, datamodule))
     elif init_from:  # the run's tokenizer goes with its encoder (model.tokenizer is not read)
         tok_path = str(resolve_init_from(init_from)[0])
     else:
@@ -251,27 +84,6 @@ def build(cfg: DictConfig) -> tuple:
     return tokenizer, datamodule, module
 
 
-def build_trainer(trainer_cfg: DictConfig, callbacks: list, loggers: list):
-    """The Lightning Trainer of ``trainer.*``; a setting it refuses is a ``UserError``."""
-    import torch
-    from hydra.errors import InstantiationException
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"trainer.accelerator={trainer_cfg.accelerator} but no CUDA GPU is visible (is this "
-            "torch a CPU build?); use trainer=cpu, or trainer.accelerator=auto"
-        )
-    try:
-        return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause)
-            raise UserError(f"the trainer.* config is refused by Lightning: {first}") from e
-        raise
-
-
 def run(cfg: DictConfig) -> dict:
     """Train and evaluate as configured; returns the final metrics (also in metrics.json)."""
     import lightning as L
@@ -281,6 +93,10 @@ def run(cfg: DictConfig) -> dict:
 
     from framework.checkpoint import check_fits, resolve_resume
     from framework.export import export_hf
+    from framework.loggers import instantiate_all
+    from framework.plots import plot_curve
+    from framework.timing import TrainTimer
+    from framework.trainer import build_trainer, check_precision
 
     run_dir = Path(cfg.paths.output_dir)
     print_config(cfg)
@@ -295,8 +111,8 @@ def run(cfg: DictConfig) -> dict:
 
     check_precision(cfg.trainer)
     timer = TrainTimer()
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), timer]
-    loggers = _instantiate_all(cfg.get("logger"), run_dir)
+    callbacks = [*instantiate_all(cfg.get("callbacks")), timer]
+    loggers = instantiate_all(cfg.get("logger"), run_dir)
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
     if resume_from is not None:
         check_fits(resume_from, module)

@@ -33,8 +33,8 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
-from framework.data import read_utf8
 from framework.errors import UserError
+from framework.readers import read_utf8
 from framework.registry import register_task
 from framework.task import pad
 

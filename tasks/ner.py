@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
-from framework.data import read_utf8
 from framework.errors import UserError
+from framework.readers import read_utf8
 from framework.registry import register_task
 from framework.task import pad, pad_tokens
 

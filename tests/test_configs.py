@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from framework.cli import check_overrides, group_options
 from framework.data import DataModule
 from framework.errors import UserError
+from framework.overrides import check_overrides, group_options
 from framework.pretrained import build_encoder
-from framework.train import build_task
+from framework.registry import build_task
 from tests.conftest import compose
 
 
@@ -114,7 +114,7 @@ def test_good_overrides_pass():
 
 
 def test_wandb_goes_offline_without_an_api_key(tmp_path, monkeypatch):
-    from framework.train import _wandb_offline_without_key
+    from framework.loggers import _wandb_offline_without_key
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -8,8 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from framework.data import DataModule, eval_batches, read_table
+from framework.data import DataModule
 from framework.errors import UserError
+from framework.readers import read_table
+from framework.sampling import eval_batches
 from tasks.classification import Classification
 
 
@@ -187,7 +189,7 @@ def test_length_grouping_covers_every_example_with_less_padding(tmp_path, tokeni
 
 
 def test_token_budget_batches_fit_the_budget_cover_every_example_and_resume(tmp_path, tokenizer):
-    from framework.data import TrainBatchSampler
+    from framework.sampling import TrainBatchSampler
 
     text = "text,label\n" + "".join(
         f"{'word ' * (1 + (i * 7) % 23)},{'pos' if i % 2 else 'neg'}\n" for i in range(96)

@@ -17,7 +17,7 @@ import torch
 from framework.checkpoint import AtomicCheckpointIO, newest_valid_checkpoint, resolve_resume
 from framework.config import run_name
 from framework.errors import UserError
-from framework.train import check_precision, cpu_has_native_bf16
+from framework.trainer import check_precision, cpu_has_native_bf16
 from tests.conftest import ROOT, compose, run_cli
 
 # A tiny run of 2 epochs x 6 batches with dropout on, a checkpoint after every step.
@@ -296,7 +296,7 @@ def test_run_names_are_shared_by_a_job_and_unique_between_jobs():
 def test_bf16_on_a_cpu_without_it_warns(monkeypatch):
     assert cpu_has_native_bf16("flags : fpu avx2 avx512f avx512_bf16") is True
     assert cpu_has_native_bf16("flags : fpu avx2 avx512f") is False
-    monkeypatch.setattr("framework.train.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("framework.trainer.cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="without native bfloat16"):
         check_precision(compose("trainer=cpu", "trainer.precision=bf16-mixed").trainer)
     import warnings

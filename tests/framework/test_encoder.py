@@ -6,15 +6,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from framework.encoder import (
-    Encoder,
-    config_from_hf,
-    config_to_hf,
-    hf_to_tasklight,
-    length_buckets,
-    preset,
-    tasklight_to_hf,
-)
+from framework.attention import length_buckets
+from framework.convert import config_from_hf, config_to_hf, hf_to_tasklight, tasklight_to_hf
+from framework.encoder import Encoder, preset
 from framework.errors import UserError
 from framework.pretrained import load_pretrained
 

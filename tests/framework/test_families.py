@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers as tf
 
-from framework.encoder import config_to_hf, tasklight_to_hf
+from framework.convert import config_to_hf, tasklight_to_hf
 from framework.errors import UserError
 from framework.export import export_hf
 from framework.pretrained import load_pretrained

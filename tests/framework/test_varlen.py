@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import framework.encoder as enc
+import framework.attention as enc
 from framework.encoder import Encoder, preset
 
 

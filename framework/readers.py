@@ -1,0 +1,122 @@
+"""Reading data files: CSV, TSV and JSON lines (every task), with errors that name the file and
+the line. Written here rather than with ``datasets.load_dataset("csv")`` because a user needs
+those errors (bad UTF-8, ragged rows, NaN in JSON, mixed types), and GLUE's TSV files must be
+read without quote processing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from datasets import Dataset
+
+from framework.errors import UserError
+
+
+def read_utf8(path: Path) -> str:
+    """The text of ``path``; a ``UserError`` naming the line of the first non-UTF-8 byte."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{path} is not UTF-8 (bad byte at line {line}); re-encode it as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name}`"
+        ) from None
+
+
+# The table formats every task reads, and the suffixes that name them when data.format is null.
+TABLE_FORMATS = {"csv": (".csv",), "tsv": (".tsv",), "jsonl": (".jsonl", ".json")}
+
+
+def guess_format(path: Path, formats: dict[str, tuple[str, ...]]) -> str:
+    """The format whose suffixes include ``path``'s; a ``UserError`` naming the choices."""
+    suffix = path.suffix.lower()
+    for fmt, suffixes in formats.items():
+        if suffix in suffixes:
+            return fmt
+    raise UserError(
+        f"{path}: cannot tell the format from the suffix {suffix!r}; set data.format to one of: "
+        f"{', '.join(formats)}"
+    )
+
+
+def read_table(path: str | Path, fmt: str | None = None) -> dict[str, list]:
+    """Rows of a CSV, TSV or JSON-lines file, column-major; ``fmt`` None: from the suffix.
+    TSV is read without quoting (GLUE)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist; check data.path and the file names")
+    fmt = fmt or guess_format(path, TABLE_FORMATS)
+    text = read_utf8(path)
+    if fmt == "jsonl":
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line, parse_constant=_no_constant))
+                except _NonFinite as e:
+                    raise UserError(
+                        f"{path}:{n}: {e} is not a JSON value; write null for a missing value, "
+                        "or drop the row"
+                    ) from None
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+        if not all(isinstance(r, dict) for r in records):
+            raise UserError(f"{path}: every line must be a JSON object")
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        rows = {c: [r.get(c) for r in records] for c in columns}
+    elif fmt in ("csv", "tsv"):
+        if fmt == "tsv":
+            reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+        else:
+            reader = csv.reader(text.splitlines())
+        header = next(reader, None)
+        if not header:
+            raise UserError(f"{path} is empty; it needs a header line and at least one row")
+        columns = [h.strip() for h in header]
+        rows = {c: [] for c in columns}
+        for n, fields in enumerate(reader, 2):
+            if not fields:
+                continue
+            if len(fields) != len(columns):
+                raise UserError(
+                    f"{path}:{n}: {len(fields)} fields where the header has {len(columns)}"
+                )
+            for c, v in zip(columns, fields, strict=True):
+                rows[c].append(v)
+    else:
+        raise UserError(
+            f"{path}: unknown table format {fmt!r}; use one of {', '.join(TABLE_FORMATS)}"
+        )
+    if not rows or not len(next(iter(rows.values()))):
+        raise UserError(f"{path} has no rows; every split needs at least one example")
+    return rows
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> None:
+    """Python's json reads NaN and Infinity, which JSON does not have: refused here."""
+    raise _NonFinite(name)
+
+
+def to_dataset(rows: dict[str, list], file: Path) -> Dataset:
+    """``Dataset.from_dict``; a column Arrow cannot hold (mixed value types) is a ``UserError``."""
+    import pyarrow as pa
+
+    try:
+        return Dataset.from_dict(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        column = next(
+            (c for c, v in rows.items() if len({type(x) for x in v} - {type(None)}) > 1), None
+        )
+        where = f"column {column!r}" if column else "a column"
+        raise UserError(
+            f"{file}: {where} mixes value types ({str(e).splitlines()[0]}); give each column "
+            "values of one type (e.g. quote the numbers)"
+        ) from None

@@ -1,0 +1,136 @@
+"""Batches: which examples each process trains and evaluates on, in which order, and where a
+resumed epoch starts.
+
+Written here because torch's ``DistributedSampler`` and transformers' length-grouped samplers
+neither deal global batches across processes the way ``TrainBatchSampler`` does nor skip to a
+position inside an epoch, and evaluation needs the same number of batches on every process.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch.utils.data import Sampler
+
+
+def batches_per_rank(n: int, world_size: int, batch_size: int) -> int:
+    """Training batches per epoch of each process (examples wrap around to even out ranks)."""
+    per_rank = -(-n // world_size)
+    return -(-per_rank // batch_size)
+
+
+def eval_batches(n: int, batch_size: int, world: int, rank: int) -> list[list[int]]:
+    """Process ``rank``'s evaluation batches of examples ``0..n-1`` (sorted by length).
+
+    Each example is evaluated exactly once (no padding duplicates, unlike DistributedSampler;
+    metrics sync their states), and every process gets the same number of batches: under FSDP
+    each forward is a collective, and a process with one batch more would wait forever. The n
+    examples are cut into ``world`` x k contiguous batches of near-equal size, at most
+    ``batch_size`` (k = ceil(n / (world * batch_size))); only when that leaves fewer than one
+    example per batch (n < world * k) are there fewer, larger batches. Batch i goes to process
+    i % world, so each process gets long and short ones alike. Needs n >= world.
+    """
+    per_rank = max(1, min(-(-n // (world * batch_size)), n // world))
+    total = per_rank * world
+    sizes = [n // total + (i < n % total) for i in range(total)]
+    starts = [0, *itertools.accumulate(sizes)]
+    batches = [list(range(starts[i], starts[i + 1])) for i in range(total)]
+    return batches[rank::world]
+
+
+def token_budget_batches(lengths: list[int], max_tokens: int, seed: int) -> list[list[int]]:
+    """Batches of examples of similar length, each at most ``max_tokens`` padded tokens
+    (examples x its longest), every example in exactly one. Examples are sorted by length (ties
+    in an order seeded by ``seed``) and cut greedily, as fairseq's ``max_tokens`` batching."""
+    tie = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+    batches, batch, longest = [], [], 0
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], tie[i])):
+        if batch and (len(batch) + 1) * max(longest, lengths[i]) > max_tokens:
+            batches.append(batch)
+            batch, longest = [], 0
+        batch.append(i)
+        longest = max(longest, lengths[i])
+    return [*batches, batch] if batch else batches
+
+
+class TrainBatchSampler(Sampler[list[int]]):
+    """Training batches of a seeded order per epoch, split across processes, resumable in O(1).
+
+    The order is a permutation seeded by ``seed + epoch`` or, with ``group_by_length``, shuffled
+    mega-batches sorted by length (as the HF Trainer's ``group_by_length``). Each global batch of
+    ``batch_size * num_replicas`` consecutive examples is dealt out across the processes, so N
+    processes with batch B see exactly the batches of one process with batch N*B. Resuming
+    skips the batches already trained by index: no batch is loaded to skip it.
+
+    With ``max_tokens`` (a token budget), batches are ``token_budget_batches``: fixed once, of
+    varying size, similar lengths inside each; every epoch shuffles their order (seeded by
+    ``seed + epoch``) and deals whole batches round-robin to the processes.
+
+    Written here because torch's ``DistributedSampler`` and transformers' length-grouped samplers
+    neither deal global batches this way nor skip to a position inside an epoch.
+    """
+
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int = 0,
+        group_by_length: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+        max_tokens: int | None = None,
+    ) -> None:
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.budget = token_budget_batches(lengths, max_tokens, seed) if max_tokens else None
+        self.group_by_length = group_by_length
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+        self.epoch_fn = None  # when set (by the data module), the epoch comes from the trainer
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
+        # [epoch, batches trained in it]: counted by ``DataModule.batch_trained``, saved by
+        # ``DataModule.state_dict``.
+        self.progress = [0, 0]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> list[int]:
+        """This process's examples of ``epoch``, in order."""
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        n, world = len(self.lengths), self.num_replicas
+        if self.group_by_length:
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+
+            order = get_length_grouped_indices(self.lengths, self.batch_size * world, generator=g)
+        else:
+            order = torch.randperm(n, generator=g).tolist()
+        # Every process gets as many examples (as DistributedSampler does): wrap around.
+        total = -(-n // world) * world
+        order = (order * (1 + total // n))[:total]
+        return order[self.rank :: world]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This process's batches of ``epoch``, in order."""
+        if self.budget is None:
+            mine, size = self.order(epoch), self.batch_size
+            return [mine[b * size : (b + 1) * size] for b in range(len(self))]
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(len(self.budget), generator=g).tolist()
+        total = len(self) * self.num_replicas  # every process as many batches: wrap around
+        order = (order * (1 + total // len(order)))[:total]
+        return [self.budget[i] for i in order[self.rank :: self.num_replicas]]
+
+    def __len__(self) -> int:
+        if self.budget is not None:
+            return -(-len(self.budget) // self.num_replicas)
+        return batches_per_rank(len(self.lengths), self.num_replicas, self.batch_size)
+
+    def __iter__(self):
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
+        start = 0
+        if self.resume_at is not None and self.resume_at[0] == epoch:
+            start = self.resume_at[1]
+        self.resume_at = None
+        self.progress = [epoch, start]
+        yield from self.batches(epoch)[start:]
