@@ -44,7 +44,7 @@ def _time_steps(step, batches, warmup: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "wikitext2_raw")
+    ap.add_argument("--data", type=Path, required=True, help="folder with wiki.train.raw")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per side")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)

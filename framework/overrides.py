@@ -30,7 +30,12 @@ def _hint(word: str, options: list[str]) -> str:
 def group_options(group: str) -> list[str] | None:
     """Options of a config group (``conf/<group>/*.yaml``), or None if ``group`` is not one."""
     d = CONF_DIR / group
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else None
+    # A leading underscore marks a base that the options compose from (model/_base.yaml).
+    return (
+        sorted(p.stem for p in d.glob("*.yaml") if not p.stem.startswith("_"))
+        if d.is_dir()
+        else None
+    )
 
 
 def _overrides(argv: list[str]) -> list[str]:

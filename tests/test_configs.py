@@ -133,3 +133,21 @@ def test_max_length_beyond_the_models_positions_is_refused(tmp_path):
     cfg = compose("model=tiny", "data.max_length=600", f"paths.output_dir={tmp_path}")
     with pytest.raises(UserError, match="exceeds the model's 512 positions"):
         build(cfg)
+
+
+@pytest.mark.parametrize("group", ["model", "data"])
+def test_each_key_is_documented_once_in_the_groups_base(group):
+    # Options compose from _base.yaml (Hydra defaults): they set values, the base documents them.
+    from omegaconf import OmegaConf as OC
+
+    from tests.conftest import ROOT
+
+    base = OC.load(ROOT / "conf" / group / "_base.yaml")
+    for name in group_options(group):
+        path = ROOT / "conf" / group / f"{name}.yaml"
+        text = path.read_text()
+        body = text.split("  - _self_\n", 1)[1]
+        assert "#" not in body, f"{path.name}: key comments belong in _base.yaml"
+        own = set(OC.load(path)) - {"defaults"}
+        assert own <= set(base), f"{path.name} adds keys the base lacks: {own - set(base)}"
+    assert "_base" not in group_options(group)  # not a choice on the command line
