@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
 from framework.errors import UserError
-from tasks.ner import NER, EntityF1, detect_scheme, entities, entity_scores, to_iob2
+from tasks.entities import EntityF1, detect_scheme, entities, entity_scores, to_iob2
+from tasks.ner import NER
 
 CONLL = Path(__file__).resolve().parents[3] / "shared" / "data" / "conll2003"
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "E-LOC", "S-PER", "I-MISC", "B-MISC"]
