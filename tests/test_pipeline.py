@@ -20,18 +20,23 @@ TEXT = [
 ]
 
 
-@pytest.fixture(scope="module")
-def pretrained_run(tmp_path_factory) -> Path:
+def _pretrain(tmp_path_factory, *overrides: str) -> Path:
+    """A tiny masked-LM run on TEXT through the entry point; its run directory."""
     data = tmp_path_factory.mktemp("corpus")
     (data / "train.txt").write_text("\n".join(TEXT * 30) + "\n")
     (data / "valid.txt").write_text("\n".join(TEXT[::-1] * 5) + "\n")
     run_dir = tmp_path_factory.mktemp("pretrain")
     args = ("task=mlm", "data=wikitext2", f"data.path={data}", "data.train_file=train.txt",
             "data.val_file=valid.txt", "data.test_file=null", "data.max_length=64",
-            "validate_first=true", f"hydra.run.dir={run_dir}")  # fmt: skip
+            *overrides, f"hydra.run.dir={run_dir}")  # fmt: skip
     proc = run_cli(*FAST, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory) -> Path:
+    return _pretrain(tmp_path_factory, "validate_first=true")
 
 
 def test_pretraining_run_writes_perplexity_curve_and_mlm_export(pretrained_run):
@@ -73,16 +78,7 @@ def test_init_from_something_else_fails_in_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def own_vocab_run(tmp_path_factory) -> Path:
     """Pretraining with a tokenizer trained on the corpus first (model.train_tokenizer)."""
-    data = tmp_path_factory.mktemp("corpus2")
-    (data / "train.txt").write_text("\n".join(TEXT * 30) + "\n")
-    (data / "valid.txt").write_text("\n".join(TEXT[::-1] * 5) + "\n")
-    run_dir = tmp_path_factory.mktemp("own_vocab")
-    args = ("task=mlm", "data=wikitext2", f"data.path={data}", "data.train_file=train.txt",
-            "data.val_file=valid.txt", "data.test_file=null", "data.max_length=64",
-            "model.train_tokenizer=160", f"hydra.run.dir={run_dir}")  # fmt: skip
-    proc = run_cli(*FAST, *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+    return _pretrain(tmp_path_factory, "model.train_tokenizer=160")
 
 
 def test_pretraining_trains_its_own_tokenizer_and_exports_it(own_vocab_run):
