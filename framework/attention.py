@@ -76,7 +76,7 @@ def varlen_attention(
     return VARLEN(q, k, v, cu_q, cu_k, max_q, max_k)
 
 
-def _half_precision(device: torch.device, dtype: torch.dtype) -> bool:
+def half_precision(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether matmuls on ``device`` run in fp16/bf16 (autocast or half weights)."""
     half = (torch.float16, torch.bfloat16)
     if torch.is_autocast_enabled(device.type):
@@ -136,7 +136,7 @@ def length_buckets(lengths: list[int], rows_per_bucket: int = 8) -> list[list[in
     return chunks if slots <= 0.75 * len(rows) * max(lengths) else [rows]
 
 
-def _bucketed(real: Unpadded, lengths: list[int]) -> Unpadded:
+def bucketed(real: Unpadded, lengths: list[int]) -> Unpadded:
     """``real`` with its attention buckets: each row's real tokens left-aligned in its bucket's
     block (attention does not depend on where in the block a token sits: positions are in the
     embeddings)."""
@@ -163,7 +163,7 @@ def _bucketed(real: Unpadded, lengths: list[int]) -> Unpadded:
     return dataclasses.replace(real, buckets=tuple(buckets), order=order)
 
 
-def _selection(
+def selection(
     output_mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, flat: torch.Tensor
 ) -> Selection:
     """The ``Selection`` of ``output_mask`` (B, T) bool; ``flat`` indexes the layer input."""

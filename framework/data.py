@@ -140,6 +140,8 @@ class DataModule(L.LightningDataModule):
         # and hands a restored one to the next training loader's sampler (``load_state_dict``).
         self._train_sampler: TrainBatchSampler | None = None
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained)
+        # Splits read by ``raw_split`` (tokenizer training) before ``setup_data``: read once.
+        self._raw: dict[str, tuple[Dataset, str]] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -177,7 +179,9 @@ class DataModule(L.LightningDataModule):
 
     def raw_split(self, split: str) -> dict[str, list]:
         """The rows of ``split`` as read (column-major), before any encoding."""
-        raw = self._raw_splits()
+        if self._raw is None:
+            self._raw = self._raw_splits()
+        raw = self._raw
         if split not in raw:
             raise UserError(f"no {split} split: set data.{split}_file (or data.hub_splits)")
         return raw[split][0].to_dict()
@@ -198,7 +202,7 @@ class DataModule(L.LightningDataModule):
         """Read, check, encode (cached) and subset every split. Idempotent; call before fit."""
         if self.splits:
             return
-        raw = self._raw_splits()
+        raw, self._raw = self._raw or self._raw_splits(), None  # the raw rows are not kept
         if "train" not in raw:
             raise UserError("no train split: set data.train_file (or data.hub_splits.train)")
         for split, (ds, _) in raw.items():

@@ -33,10 +33,10 @@ from framework.attention import (
     AttnImpl,
     Selection,
     Unpadded,
-    _bucketed,
-    _half_precision,
-    _selection,
     attention,
+    bucketed,
+    half_precision,
+    selection,
     varlen_attention,
     varlen_available,
 )
@@ -309,7 +309,7 @@ class Encoder(nn.Module):
         rows, cols = output_mask.nonzero(as_tuple=True)
         if last < 0 or rows.numel() == 0:
             return x[rows, cols]
-        sel = _selection(output_mask, rows, cols, rows * x.size(1) + cols)
+        sel = selection(output_mask, rows, cols, rows * x.size(1) + cols)
         return self.layers[last].forward_selected(x, keep, self.attn_impl, sel)
 
     def _use_varlen(self, device: torch.device, keep: torch.Tensor) -> bool:
@@ -321,7 +321,7 @@ class Encoder(nn.Module):
         reasons = []
         if not varlen_available():
             reasons.append("no varlen kernel (torch >= 2.10 or the flash-attn package)")
-        if not _half_precision(device, dtype):
+        if not half_precision(device, dtype):
             reasons.append("fp32 (use trainer.precision=bf16-mixed)")
         if self.training and self.cfg.attention_dropout > 0:
             reasons.append("attention dropout > 0 (model.attention_dropout=0)")
@@ -354,7 +354,7 @@ class Encoder(nn.Module):
             cu = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
             real = Unpadded(idx, B, T, cu, int(lengths.max()))
         elif input_ids.device.type == "cpu" and keep.size(2) == 1:  # no packed segments
-            real = _bucketed(real, lengths.tolist())
+            real = bucketed(real, lengths.tolist())
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         flat = [t.flatten().index_select(0, real.idx)[None] for t in (input_ids, token_type_ids,
@@ -370,7 +370,7 @@ class Encoder(nn.Module):
         in_real = attention_mask.flatten().long().cumsum(0)[rows * T + cols] - 1  # (M,)
         if last < 0 or rows.numel() == 0:
             return x.index_select(0, in_real)
-        sel = _selection(output_mask, rows, cols, in_real)
+        sel = selection(output_mask, rows, cols, in_real)
         return self.layers[last].forward_selected(x, keep, self.attn_impl, sel, real)
 
 
