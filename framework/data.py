@@ -73,6 +73,8 @@ class DataModule(L.LightningDataModule):
         val_file: str | None = "dev.csv",
         test_file: str | None = None,
         format: str | None = None,
+        columns: list[str] | None = None,
+        quoting: bool | None = None,
         hub_id: str | None = None,
         hub_config: str | None = None,
         hub_splits: dict[str, str | None] | None = None,
@@ -120,6 +122,8 @@ class DataModule(L.LightningDataModule):
         self.path, self.hub_id, self.hub_config = path, hub_id, hub_config
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.format = format
+        self.columns = list(columns) if columns is not None else None
+        self.quoting = quoting
         self.hub_splits = dict(hub_splits or {"train": "train", "val": "validation"})
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -155,7 +159,7 @@ class DataModule(L.LightningDataModule):
                 if name is None:
                     continue
                 file = Path(self.path) / name
-                rows = self._read(file)
+                rows = self.read_file(file)
                 st = file.stat()
                 key = _fingerprint(str(file.resolve()), st.st_size, st.st_mtime_ns)
                 out[split] = (to_dataset(rows, file), key)
@@ -186,34 +190,39 @@ class DataModule(L.LightningDataModule):
             raise UserError(f"no {split} split: set data.{split}_file (or data.hub_splits)")
         return raw[split][0].to_dict()
 
-    def _read(self, file: Path) -> dict[str, list]:
+    def read_file(self, file: Path) -> dict[str, list]:
         """Rows of ``file`` in ``data.format`` (or the one its suffix names); a task reads its
         own format (``file_format``/``read_file``, e.g. CoNLL columns)."""
         if not file.is_file():
             raise UserError(f"data file {file} does not exist; check data.path and the file names")
         fmt = self.format or guess_format(file, self.formats)
         if fmt in TABLE_FORMATS:
-            return read_table(file, fmt)
+            return read_table(file, fmt, self.columns, self.quoting)
         return self.task.read_file(file)
 
     # -- encoding --------------------------------------------------------------------------------
 
-    def setup_data(self) -> None:
-        """Read, check, encode (cached) and subset every split. Idempotent; call before fit."""
+    def setup_data(self, fit: bool = True) -> None:
+        """Read, check, encode (cached) and subset every split. Idempotent; call before fit.
+        ``fit=False`` (evaluation of a trained run): no train split is read, and the task's
+        state (its label set) must already be restored (``Task.load_state_dict``)."""
         if self.splits:
             return
         raw, self._raw = self._raw or self._raw_splits(), None  # the raw rows are not kept
-        if "train" not in raw:
+        if not fit:
+            raw.pop("train", None)
+        elif "train" not in raw:
             raise UserError("no train split: set data.train_file (or data.hub_splits.train)")
         for split, (ds, _) in raw.items():
             self.task.check_columns(ds.column_names, split)
-        if hasattr(self.task, "use_tokenizer"):  # e.g. MLM: special token ids, vocabulary size
-            self.task.use_tokenizer(self.tokenizer)
-        self.task.setup(raw["train"][0][:])
+        self.task.use_tokenizer(self.tokenizer)  # e.g. MLM: special token ids, vocabulary size
+        if fit:
+            self.task.setup(raw["train"][0][:])
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         vocab = sorted(self.tokenizer.get_vocab().items())  # two trained vocabularies differ here
         tok_id = (self.tokenizer.name_or_path, type(self.tokenizer).__name__, _fingerprint(vocab))
-        task_state = sorted((k, repr(v)) for k, v in vars(self.task).items())
+        # What setup learned and the options: derived (underscore) attributes are not the key.
+        task_state = sorted((k, repr(v)) for k, v in vars(self.task).items() if k[0] != "_")
         code = encoding_version(self.task)  # a changed encoding never reads stale features
         for split, (ds, source_key) in raw.items():
             limit = self.limits[split]
@@ -221,6 +230,8 @@ class DataModule(L.LightningDataModule):
                 ds = ds.shuffle(seed=self.seed).select(range(limit))  # a seeded subset
             if len(ds) == 0:
                 raise UserError(f"the {split} split is empty after data.max_*_samples={limit}")
+            if split != "train":  # raw fields a task's decode or metrics read (QA contexts)
+                self.task.keep_rows(split, ds.to_dict())
             key = _fingerprint(
                 source_key,
                 limit,
@@ -242,7 +253,7 @@ class DataModule(L.LightningDataModule):
             self.splits[split] = encoded.to_list()
             if not self.splits[split]:
                 raise UserError(f"the {split} split has no text to train or evaluate on")
-            if "segment_ids" in encoded.column_names:  # packed rows: how full they are
+            if self.task.packs_rows:  # packed rows: how full they are
                 real = sum(len(f["input_ids"]) for f in self.splits[split])
                 slots = len(self.splits[split]) * self.max_length
                 msg = f"{split}: {len(self.splits[split])} packed rows, {real} tokens, "
@@ -253,6 +264,22 @@ class DataModule(L.LightningDataModule):
         self.setup_data()
 
     # -- loaders ---------------------------------------------------------------------------------
+
+    def predict_loader(self, rows: dict[str, list]) -> DataLoader:
+        """Batches of raw input rows (no labels; not cached), for ``trainer.predict``: sorted by
+        length like evaluation; each feature's ``row`` gives the input order back."""
+        n = len(next(iter(rows.values()), []))
+        if n == 0:
+            raise UserError("no input rows to predict")
+        self.task.check_columns(list(rows), "predict")
+        self.task.use_tokenizer(self.tokenizer)
+        self.task.keep_rows("predict", rows)
+        features = self.task.encode(rows, list(range(n)), self.tokenizer, self.max_length)
+        self.splits["predict"] = [
+            dict(zip(features, values, strict=True))
+            for values in zip(*features.values(), strict=True)
+        ]
+        return self._loader("predict")
 
     def _loader(self, split: str) -> DataLoader:
         pad_id = self.tokenizer.pad_token_id or 0
@@ -288,6 +315,8 @@ class DataModule(L.LightningDataModule):
             )
         # Evaluation order does not change any metric: longest first, least padding.
         features = sorted(features, key=lambda f: -len(f["input_ids"]))
+        if split == "predict":  # one process; Lightning wraps this loader's own batch sampler
+            return DataLoader(features, batch_size=self.eval_batch_size, collate_fn=collate)
         if len(features) < world:
             raise UserError(
                 f"the {split} split has {len(features)} examples for {world} processes; each "
@@ -348,9 +377,8 @@ class DataModule(L.LightningDataModule):
 
 
 def _task_formats(task: Task) -> dict[str, tuple[str, ...]]:
-    """The file format a task reads itself, if any: {name: suffixes} (``ReadsFiles``)."""
-    fmt = getattr(task, "file_format", None)
-    return {fmt: tuple(getattr(task, "file_suffixes", ()))} if fmt else {}
+    """The file format a task reads itself, if any: {name: suffixes}."""
+    return {task.file_format: tuple(task.file_suffixes)} if task.file_format else {}
 
 
 def _class_labels_to_names(ds: Dataset) -> Dataset:

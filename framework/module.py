@@ -8,15 +8,18 @@ Trainer config.
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MetricCollection
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from framework.encoder import Encoder
 from framework.errors import UserError
-from framework.task import Task
+from framework.task import Batch, Prediction, Task
 
 # Devices with torch's fused AdamW kernel (torch >= 2.4). torch checks only at the first step.
 FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")
@@ -65,33 +68,37 @@ class TaskModule(L.LightningModule):
             if not ok:
                 raise UserError(f"optim.{name} must be {rule}, got {value}")
         self.encoder, self.task, self.head = encoder, task, head
-        if hasattr(head, "tie_to"):  # e.g. an MLM decoder shares the input embeddings
-            head.tie_to(encoder)
+        task.tie_weights(head, encoder)  # e.g. an MLM decoder shares the input embeddings
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.head_lr_scale = head_lr_scale
         self.betas, self.eps = tuple(betas), eps
         self.fused = fused
-        self.val_metrics = task.metrics().clone(prefix="val/")
-        self.test_metrics = task.metrics().clone(prefix="test/")
+        self.val_metrics = task.metrics("val").clone(prefix="val/")
+        self.test_metrics = task.metrics("test").clone(prefix="test/")
+        # Figures of the final evaluation (a confusion matrix), fed only when asked for.
+        self.figures = MetricCollection(task.figures(), compute_groups=False)
+        self.draw_figures = False
 
-    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def prepare(self, batch: Batch, stage: str | None = None) -> Batch:
         """The batch the encoder sees: a task may change it first (masked LM masks tokens)."""
-        prepare = getattr(self.task, "prepare_batch", None)
-        return prepare(batch, self.training) if prepare is not None else batch
+        stage = stage or ("train" if self.training else "val")
+        return self.task.prepare_batch(batch, stage)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, stage: str | None = None) -> dict[str, Any]:
         """A collated batch -> the task's outputs (``loss``, ``logits``, ``preds``, ``target``)."""
-        batch = self.prepare(batch)
+        return self.run_prepared(self.prepare(batch, stage))
+
+    def run_prepared(self, batch: Batch) -> dict[str, Any]:
+        """``forward`` on a batch that ``prepare`` returned."""
         # A task that reads few positions (masked LM) names them: the encoder then returns those
         # (M, H) rows only and skips the rest of its last layer's work.
-        positions = getattr(self.task, "output_positions", None)
         hidden = self.encoder(
             batch["input_ids"],
             batch["attention_mask"],
             batch.get("token_type_ids"),
             batch.get("segment_ids"),
             batch.get("position_ids"),
-            output_mask=positions(batch) if positions is not None else None,
+            output_mask=self.task.output_positions(batch),
         )  # (B, T, H), or (M, H)
         return self.task.step(self.head, hidden, batch)
 
@@ -111,22 +118,33 @@ class TaskModule(L.LightningModule):
             )
         bs = batch["input_ids"].size(0)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # the encoder's learning rate (the head's may be scaled)
+            self.log("train/lr", scheduler.get_last_lr()[0], batch_size=bs)
         return out["loss"]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What the task learned from the training data (its label set): ``predict`` and
+        # ``evaluate`` restore it from the checkpoint instead of reading that data again.
+        checkpoint["task_state"] = self.task.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "task_state" in checkpoint:
+            self.task.load_state_dict(checkpoint["task_state"])
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         datamodule = self.trainer.datamodule
         if hasattr(datamodule, "batch_trained"):  # its position in the epoch, for checkpoints
             datamodule.batch_trained()
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        out = self(batch)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        # A task may feed its metrics other tensors than (preds, target), e.g. masked-LM logits.
-        # Keyword inputs reach only the metrics whose update takes them (torchmetrics filters).
-        metrics.update(
-            *out.get("metric_inputs", (out["preds"], out["target"])),
-            **out.get("metric_kwargs", {}),
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        batch = self.prepare(batch, stage)
+        out = self.run_prepared(batch)
+        self.task.update_metrics(
+            self.val_metrics if stage == "val" else self.test_metrics, out, batch
         )
+        if self.draw_figures and self.figures:
+            self.task.update_metrics(self.figures, out, batch)
         bs = batch["input_ids"].size(0)
         self.log(f"{stage}/loss", out["loss"], sync_dist=True, batch_size=bs)
 
@@ -150,17 +168,39 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """The batch's raw predictions: ``decode_predictions`` decodes a whole run's."""
-        return self(batch)["preds"]
+    def write_figures(self, out_dir: Path) -> list[Path]:
+        """Draw the figures fed since ``draw_figures`` was set (every process computes: the
+        states sync), write them on process 0 as ``NAME.png``, and stop feeding them."""
+        import matplotlib
 
-    def decode_predictions(self, outputs: list[torch.Tensor]) -> list:
-        """``trainer.predict``'s per-batch outputs -> decoded predictions. A task whose examples
-        span batches (NER: the windows of a long sentence; ``decodes_across_batches``) decodes
-        all of them at once, so each example is whole whatever the batching."""
-        if getattr(self.task, "decodes_across_batches", False):
-            return self.task.decode(torch.cat(outputs))
-        return [d for preds in outputs for d in self.task.decode(preds)]
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        written = []
+        for name, metric in self.figures.items(keep_base=True):
+            fig, _ = metric.plot()
+            if self.trainer.is_global_zero:
+                fig.savefig(out_dir / f"{name}.png", dpi=100, bbox_inches="tight")
+                written.append(out_dir / f"{name}.png")
+            plt.close(fig)
+        self.figures.reset()
+        self.draw_figures = False
+        return written
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> Prediction:
+        """The batch's predictions (the task's ``prediction``): ``decode_predictions`` decodes a
+        whole run's."""
+        prepared = self.prepare(batch, "predict")
+        out = self.run_prepared(prepared)
+        return {k: v.detach().cpu() for k, v in self.task.prediction(out, prepared).items()}
+
+    def decode_predictions(self, outputs: list[Prediction]) -> dict[int, dict]:
+        """``trainer.predict``'s per-batch outputs -> row id: record. Decoded all at once, so an
+        example whose features span batches (the windows of a long sentence) is whole."""
+        if not outputs:
+            return {}
+        merged = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+        return self.task.decode(merged)
 
     def _stepping_batches(self) -> float:
         """``trainer.estimated_stepping_batches``, computed without the training loader.

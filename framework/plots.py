@@ -6,9 +6,10 @@ from pathlib import Path
 
 
 def plot_curve(csv_file: Path, key: str, out: Path) -> None:
-    """The training curve, from the CSV log, as a PNG: one panel each for the loss (training
-    and validation), the monitored metric ``key`` and, when logged, the validation accuracy
-    (with ``val/acc_most_frequent``, the unigram baseline of masked-LM pretraining), per step."""
+    """The training curves, from the CSV log, as a PNG: one panel each for the loss (training
+    and validation), the learning rate, the monitored metric ``key`` and, when logged, the
+    validation accuracy (with ``val/acc_most_frequent``, the unigram baseline of masked-LM
+    pretraining), per step."""
     import csv
 
     if not csv_file.is_file():
@@ -22,7 +23,7 @@ def plot_curve(csv_file: Path, key: str, out: Path) -> None:
                         series.setdefault(name, {})[int(row["step"])] = float(value)
                     except ValueError:
                         continue
-    panels = [["train/loss", "val/loss"], [key]]
+    panels = [["train/loss", "val/loss"], ["train/lr"], [key]]
     if "val/acc" in series and key != "val/acc":
         panels.append(["val/acc", "val/acc_most_frequent"])
     panels = [[k for k in p if len(series.get(k, {})) >= 2] for p in panels]
@@ -42,7 +43,8 @@ def plot_curve(csv_file: Path, key: str, out: Path) -> None:
             ax.plot(steps, [series[name][s] for s in steps], label=name, **style)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(names[0].split("/")[-1] if len(names) > 1 else names[0])
-        if "perplexity" in names[0]:
+        values = [v for n in names for v in series[n].values()]
+        if min(values) > 0 and max(values) / min(values) > 100:  # e.g. perplexity
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()

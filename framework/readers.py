@@ -43,9 +43,15 @@ def guess_format(path: Path, formats: dict[str, tuple[str, ...]]) -> str:
     )
 
 
-def read_table(path: str | Path, fmt: str | None = None) -> dict[str, list]:
+def read_table(
+    path: str | Path,
+    fmt: str | None = None,
+    columns: list[str] | None = None,
+    quoting: bool | None = None,
+) -> dict[str, list]:
     """Rows of a CSV, TSV or JSON-lines file, column-major; ``fmt`` None: from the suffix.
-    TSV is read without quoting (GLUE)."""
+    ``columns``: the names of a CSV/TSV file without a header line. ``quoting``: whether
+    ``"``-quoted fields are unquoted; None: CSV yes, TSV no (GLUE's TSV has bare quotes)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; check data.path and the file names")
@@ -69,22 +75,26 @@ def read_table(path: str | Path, fmt: str | None = None) -> dict[str, list]:
         columns = list(dict.fromkeys(k for r in records for k in r))
         rows = {c: [r.get(c) for r in records] for c in columns}
     elif fmt in ("csv", "tsv"):
-        if fmt == "tsv":
-            reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
-        else:
-            reader = csv.reader(text.splitlines())
-        header = next(reader, None)
-        if not header:
-            raise UserError(f"{path} is empty; it needs a header line and at least one row")
-        columns = [h.strip() for h in header]
+        quoted = quoting if quoting is not None else fmt == "csv"
+        reader = csv.reader(
+            text.splitlines(),
+            delimiter="\t" if fmt == "tsv" else ",",
+            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
+        )
+        has_header = columns is None
+        if has_header:
+            header = next(reader, None)
+            if not header:
+                raise UserError(f"{path} is empty; it needs a header line and at least one row")
+            columns = [h.strip() for h in header]
+        first_line = 2 if has_header else 1
         rows = {c: [] for c in columns}
-        for n, fields in enumerate(reader, 2):
+        for n, fields in enumerate(reader, first_line):
             if not fields:
                 continue
             if len(fields) != len(columns):
-                raise UserError(
-                    f"{path}:{n}: {len(fields)} fields where the header has {len(columns)}"
-                )
+                where = "the header has" if has_header else "data.columns names"
+                raise UserError(f"{path}:{n}: {len(fields)} fields where {where} {len(columns)}")
             for c, v in zip(columns, fields, strict=True):
                 rows[c].append(v)
     else:

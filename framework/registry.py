@@ -1,15 +1,15 @@
 """The task registry: tasks are chosen by name (``task=classification``).
 
-Every module in the ``tasks`` package is imported on first lookup, so a new task is one new file in
-``tasks/`` (plus its YAML in ``conf/task/``): no list to edit here, and no lookup that silently
-depends on an import having happened elsewhere.
+A task class registers itself with ``@register_task(name)`` when its module is imported. The
+packages that hold tasks are imported by name from the config (``task_packages``, default
+``[tasks]``, whose ``__init__`` imports each of its modules): ``framework/`` never imports
+``tasks`` itself, and a user's own package of tasks is one entry in that list.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,7 +19,6 @@ from framework.errors import UserError
 
 T = TypeVar("T")
 _TASKS: dict[str, type] = {}
-_discovered = False
 
 
 def register_task(name: str) -> Callable[[type[T]], type[T]]:
@@ -37,26 +36,27 @@ def register_task(name: str) -> Callable[[type[T]], type[T]]:
     return deco
 
 
-def _discover() -> None:
-    global _discovered
-    if _discovered:
-        return
-    import tasks
-
-    for mod in pkgutil.iter_modules(tasks.__path__):
-        importlib.import_module(f"tasks.{mod.name}")
-    _discovered = True
+def import_task_packages(names: list[str]) -> None:
+    """Import each package (or module) named in ``names``: their tasks register themselves."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name and not name.startswith(f"{e.name}."):
+                raise  # the package exists; something it imports is missing
+            raise UserError(
+                f"task package {name!r} cannot be imported; check task_packages (and that it "
+                "is on PYTHONPATH)"
+            ) from None
 
 
 def list_tasks() -> list[str]:
     """Names of all registered tasks, sorted."""
-    _discover()
     return sorted(_TASKS)
 
 
 def get_task(name: str) -> type:
     """The task class registered as ``name``; a ``UserError`` with suggestions otherwise."""
-    _discover()
     if name not in _TASKS:
         close = difflib.get_close_matches(name, _TASKS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

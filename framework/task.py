@@ -1,88 +1,165 @@
-"""The narrow contract every task implements, and small helpers tasks share.
+"""The contract every task implements, and small helpers tasks share.
 
 A task is a plain object, not a LightningModule: it turns raw rows into features, collates them,
 builds its head, computes loss and predictions from the encoder's output, declares its metrics,
 decodes predictions and lays its weights out for a Hugging Face export. The generic
 ``framework.module.TaskModule`` does everything else (optimisation, logging, precision, DDP).
 
+``Task`` declares every hook ``framework/`` calls: the abstract ones each task writes, the others
+with a default that does nothing special. ``framework/`` calls only these, so a reader of this
+file knows everything a task can be asked.
+
 Rows are column-major ``dict[str, list]`` (what ``datasets.Dataset.map(batched=True)`` passes).
+Every feature carries ``row``, the id of the row it came from in its split (one row may give
+several features: windows of a long sentence or context); ``pad_tokens`` collates it.
+Splits: ``train``, ``val``, ``test`` and ``predict`` (inputs without labels).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
+
+from framework.errors import UserError
+
+Batch = dict[str, torch.Tensor]
+Prediction = dict[str, torch.Tensor]  # tensors with one leading entry per feature (or per item)
 
 
-class Task(Protocol):
-    name: ClassVar[str]
+class Task(ABC):
+    name: ClassVar[str]  # set by ``register_task``
 
+    # -- declarations (class attributes) ---------------------------------------------------------
+
+    # A file format of the task's own (``data.format=NAME``), beside the tables (CSV, TSV, JSON
+    # lines) the data module reads for every task, and the suffixes that name it.
+    file_format: ClassVar[str | None] = None
+    file_suffixes: ClassVar[tuple[str, ...]] = ()
+    # Features are packed rows of several pieces (``segment_ids``): the data module logs how full.
+    packs_rows: ClassVar[bool] = False
+
+    # -- data -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def check_columns(self, columns: list[str], split: str) -> None:
+        """Raise ``UserError`` if a split lacks a column the task reads (``predict``: the input
+        columns only)."""
+
+    @abstractmethod
     def setup(self, train_rows: dict[str, list]) -> None:
         """See the training rows once before encoding (e.g. to infer the label set)."""
 
-    def check_columns(self, columns: list[str], split: str) -> None:
-        """Raise ``UserError`` if a split lacks a column the task reads."""
+    def state_dict(self) -> dict[str, Any]:
+        """What ``setup`` learned (label set, tag scheme), saved with checkpoints: ``predict`` and
+        ``evaluate`` restore it instead of reading the training data."""
+        return {}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (instead of ``setup``)."""
+        return None  # optional hook: nothing to do by default
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        """See the tokenizer once before encoding (special token ids, vocabulary size)."""
+        return None  # optional hook: nothing to do by default
+
+    def keep_rows(self, split: str, rows: dict[str, list]) -> None:
+        """The raw rows of ``split`` (after subsetting), in row-id order: a task whose ``decode``
+        or metrics need raw fields (a QA context's text, the gold answers) keeps them here."""
+        return None  # optional hook: nothing to do by default
+
+    @abstractmethod
     def encode(
         self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
     ) -> dict[str, list]:
-        """Raw rows (and their row ids in the split) -> features (token ids, labels...).
+        """Raw rows (and their row ids in the split) -> features, each with ``row`` (its row id)
+        and ``input_ids``. Rows without the label columns (``predict``) give features without
+        labels."""
 
-        One row may give several features (windows of a long sentence)."""
+    @abstractmethod
+    def collate(self, features: list[dict[str, Any]], pad_id: int) -> Batch:
+        """Features -> a padded batch with ``input_ids``, ``attention_mask`` (B, T) and ``row``."""
 
-    def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-        """Features -> a padded batch with ``input_ids`` and ``attention_mask`` (B, T)."""
+    def read_file(self, path: Path) -> dict[str, list]:
+        """Rows of ``path`` in ``file_format`` (only called for a task that declares one)."""
+        raise UserError(f"task {self.name!r} reads no file format of its own")
 
+    def text_row(self, text: str) -> dict[str, Any]:
+        """One raw row from a line of plain text (``framework.predict input=-``)."""
+        raise UserError(
+            f"task {self.name!r} needs structured input: give JSON lines (one object per line)"
+        )
+
+    def tokenizer_texts(self, rows: dict[str, list]) -> list[str]:
+        """The texts a tokenizer is trained on (``model.train_tokenizer``)."""
+        raise UserError(f"task {self.name!r} has no text to train a tokenizer on")
+
+    # -- model ----------------------------------------------------------------------------------
+
+    @abstractmethod
     def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
         """The task head; ``pretrained`` holds the checkpoint's non-encoder tensors (pooler...)."""
 
-    def step(
-        self, head: nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        """hidden (B, T, H) -> {"loss": (), "logits": ..., "preds": ..., "target": ...}."""
+    def tie_weights(self, head: nn.Module, encoder: nn.Module) -> None:
+        """Share weights between head and encoder (an MLM decoder uses the input embeddings)."""
+        return None  # optional hook: nothing to do by default
 
-    def metrics(self) -> MetricCollection:
-        """Fresh torchmetrics objects, updated with ``(preds, target)``."""
+    def prepare_batch(self, batch: Batch, stage: str) -> Batch:
+        """The batch the encoder sees (``stage``: train, val, test or predict); masked LM masks
+        tokens here."""
+        return batch
 
-    def decode(self, preds: torch.Tensor) -> list:
-        """Predictions -> human-readable labels."""
+    def output_positions(self, batch: Batch) -> torch.Tensor | None:
+        """(B, T) bool: the only positions ``step`` reads; it then gets ``hidden[mask]`` (M, H)
+        and the encoder's last layer computes those rows only. None: all positions."""
+        return None
 
+    @abstractmethod
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
+        """hidden (B, T, H) or (M, H) -> {"loss", "logits", "preds", "target"}. ``loss`` and
+        ``target`` are None for a batch without labels (predict)."""
+
+    # -- metrics and outputs ------------------------------------------------------------------
+
+    @abstractmethod
+    def metrics(self, split: str) -> MetricCollection:
+        """Fresh torchmetrics objects for ``split`` (val or test), fed by ``update_metrics``."""
+
+    def update_metrics(self, metrics: MetricCollection, out: dict[str, Any], batch: Batch) -> None:
+        """Feed one evaluation batch's ``step`` output to ``metrics``."""
+        metrics.update(out["preds"], out["target"])
+
+    def figures(self) -> dict[str, Metric]:
+        """Metrics whose ``plot()`` draws a figure of the final evaluation (a confusion matrix),
+        fed like ``metrics``; each is written as ``NAME.png`` in the run directory."""
+        return {}
+
+    @abstractmethod
+    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
+        """What a predict run keeps of one batch (tensors, concatenated over batches)."""
+
+    @abstractmethod
+    def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
+        """A whole predict run's ``prediction``s -> row id: a JSON-ready record (label, scores,
+        tags, answer...)."""
+
+    def hf_outputs(self, output: Any, batch: Batch) -> torch.Tensor:
+        """The exported ``transformers`` model's output in the layout of ``step``'s logits."""
+        return output.logits
+
+    @abstractmethod
     def hf_export(
         self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module
     ) -> tuple[dict, dict[str, torch.Tensor]]:
         """(config.json dict, state dict) of the matching ``transformers`` AutoModelFor... class."""
 
+    @abstractmethod
     def synthetic_rows(self, n: int, seed: int) -> dict[str, list]:
-        """``n`` small valid raw rows; the registry contract tests run every task on them."""
-
-
-class ReadsFewPositions(Protocol):
-    """Optional: a task whose head reads the encoder's output at a few positions only."""
-
-    def output_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, T) bool: the positions ``step`` reads; it then gets ``hidden[mask]`` (M, H)."""
-
-
-class DecodesAcrossBatches(Protocol):
-    """Optional: a task whose example may span batches (NER windows of a long sentence).
-    ``decode`` then gets the predictions of a whole predict run at once (rows keyed by row id)."""
-
-    decodes_across_batches: ClassVar[bool]
-
-
-class ReadsFiles(Protocol):
-    """Optional: a task that reads a file format of its own (CoNLL columns, raw text), beside the
-    tables (CSV, TSV, JSON lines) the data module reads for every task."""
-
-    file_format: ClassVar[str]  # its name for data.format, e.g. "conll"
-    file_suffixes: ClassVar[tuple[str, ...]]  # files read in it when data.format is null
-
-    def read_file(self, path: Path) -> dict[str, list]:
-        """Rows of ``path`` (column-major)."""
+        """``n`` small valid raw rows; the contract tests run every task on them."""
 
 
 def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
@@ -93,13 +170,33 @@ def pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
-def pad_tokens(features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """``input_ids``, ``attention_mask`` and ``token_type_ids`` (B, T) of a batch of features."""
+def pad_tokens(features: list[dict[str, Any]], pad_id: int) -> Batch:
+    """``input_ids``, ``attention_mask``, ``token_type_ids`` (B, T) and ``row`` (B,) of a batch."""
     ids = [f["input_ids"] for f in features]
     batch = {
         "input_ids": pad(ids, pad_id),
         "attention_mask": pad([[1] * len(s) for s in ids], 0),
+        "row": torch.tensor([f["row"] for f in features], dtype=torch.long),
     }
     if "token_type_ids" in features[0]:
         batch["token_type_ids"] = pad([f["token_type_ids"] for f in features], 0)
     return batch
+
+
+def require_columns(columns: list[str], wanted: list[str | None], split: str, hint: str) -> None:
+    """``UserError`` naming the first of ``wanted`` missing from ``columns`` and the override."""
+    for col in filter(None, wanted):
+        if col not in columns:
+            raise UserError(
+                f"column {col!r} not found in the {split} split (columns: "
+                f"{', '.join(columns)}); set {hint}"
+            )
+
+
+def is_missing(value: Any) -> bool:
+    """No value: JSON null, NaN, an empty field."""
+    import math
+
+    return (
+        value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip()
+    )

@@ -96,10 +96,7 @@ def run_tokenizer(cfg: DictConfig, datamodule) -> Path:
                 return out
             time.sleep(1)
         raise UserError(f"no tokenizer appeared in {out} within an hour (process 0 trains it)")
-    column = getattr(datamodule.task, "text_column", None)
-    if column is None:
-        raise UserError(f"task {cfg.task.name!r} has no text_column to train a tokenizer on")
-    texts = datamodule.raw_split("train")[column]
+    texts = datamodule.task.tokenizer_texts(datamodule.raw_split("train"))
     start = time.perf_counter()
     train_wordpiece(texts, int(m.train_tokenizer), bool(m.get("lowercase", True)), out)
     print(f"Trained a {m.train_tokenizer}-token WordPiece tokenizer in "

@@ -31,11 +31,12 @@ def build(cfg: DictConfig) -> tuple:
     from framework.data import DataModule
     from framework.module import TaskModule
     from framework.pretrained import build_encoder, resolve_init_from
-    from framework.registry import build_task
+    from framework.registry import build_task, import_task_packages
     from framework.tokenizer import run_tokenizer
 
     m = cfg.model
     init_from = m.get("init_from")
+    import_task_packages(cfg.task_packages)
     task = build_task(cfg.task)
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = DataModule(task, None, seed=cfg.seed, **data_args)
@@ -141,8 +142,10 @@ def run(cfg: DictConfig) -> dict:
     ckpt = next((c for c in checkpoints if c.monitor), checkpoints[0] if checkpoints else None)
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     metrics: dict = {}
+    module.draw_figures = True  # the task's figures (confusion matrix...) of this evaluation
     for result in trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False):
         metrics.update(result)
+    module.write_figures(run_dir)
     if datamodule.has_test:
         for result in trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False):
             metrics.update(result)
@@ -163,7 +166,7 @@ def run(cfg: DictConfig) -> dict:
         except UserError as e:  # the training's results stand; only the export is missing
             warnings.warn(str(e), stacklevel=1)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plot_curve(run_dir / "csv" / "metrics.csv", cfg.task.monitor, run_dir / "curve.png")
+        plot_curve(run_dir / "csv" / "metrics.csv", cfg.task.monitor, run_dir / "curves.png")
         shown = " ".join(
             f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/"))
         )

@@ -35,7 +35,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from framework.errors import UserError
 from framework.readers import read_utf8
 from framework.registry import register_task
-from framework.task import pad
+from framework.task import Batch, Prediction, Task, pad
 from tasks.mlm_metrics import MaskedPerplexity, MostFrequentAccuracy, OutputSpread
 
 TEXT_SUFFIXES = (".txt", ".raw", ".text")
@@ -81,7 +81,7 @@ _PRETRAINED_HEADS = (
 
 
 @register_task("mlm")
-class MaskedLM:
+class MaskedLM(Task):
     def __init__(
         self,
         text_column: str = "text",
@@ -97,11 +97,13 @@ class MaskedLM:
         self.mlm_probability, self.whole_word = mlm_probability, whole_word
         self.vocab_size: int | None = None
         self.mask_id = self.cls_id = self.sep_id = self.pad_id = None
+        self._tokens: list[str] = []  # id -> token, for decoding predictions
 
     # -- data ------------------------------------------------------------------------------------
 
     file_format = "text"  # data.format=text; the default for these suffixes
     file_suffixes = TEXT_SUFFIXES
+    packs_rows = True
 
     def read_file(self, path: Path) -> dict[str, list]:
         """Raw text: one document per line, or (``documents=blank``) per blank-line block."""
@@ -130,6 +132,14 @@ class MaskedLM:
         self.vocab_size = len(tokenizer)
         self.mask_id, self.cls_id = tokenizer.mask_token_id, tokenizer.cls_token_id
         self.sep_id, self.pad_id = tokenizer.sep_token_id, tokenizer.pad_token_id or 0
+        if len(self._tokens) != self.vocab_size:
+            self._tokens = tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+
+    def text_row(self, text: str) -> dict[str, Any]:
+        return {self.text_column: text}  # [MASK] tokens in it are filled in
+
+    def tokenizer_texts(self, rows: dict[str, list]) -> list[str]:
+        return [str(t) for t in rows[self.text_column]]
 
     def setup(self, train_rows: dict[str, list]) -> None:
         pass
@@ -148,9 +158,15 @@ class MaskedLM:
         self.use_tokenizer(tokenizer)
         if max_length < 8:
             raise UserError(f"data.max_length={max_length} is too short for MLM; use >= 8")
-        texts = [t for t in rows[self.text_column] if t and t.strip()]
+        kept = [
+            (r, t) for r, t in zip(indices, rows[self.text_column], strict=True) if t and t.strip()
+        ]
+        texts = [t for _, t in kept]
+        # row: the row of the first piece; piece_rows/piece_starts: each piece's row and the
+        # offset of its first token in that row's document (to put predictions back in place).
         out: dict[str, list] = {"input_ids": [], "segment_ids": [], "position_ids": [],
-                                "word_starts": []}  # fmt: skip
+                                "word_starts": [], "row": [], "piece_rows": [],
+                                "piece_starts": []}  # fmt: skip
         if not texts:
             return out
         enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
@@ -159,6 +175,7 @@ class MaskedLM:
 
         def flush() -> None:
             if row["input_ids"]:
+                row["row"] = row["piece_rows"][0]
                 for k in out:
                     out[k].append(row[k])
                     row[k] = []
@@ -178,6 +195,8 @@ class MaskedLM:
                 row["segment_ids"] += [seg] * (take + 2)
                 row["position_ids"] += list(range(take + 2))
                 row["word_starts"] += [1, 1, *starts[pos + 1 : pos + take], 1]
+                row["piece_rows"].append(kept[i][0])
+                row["piece_starts"].append(pos)
                 pos += take
         flush()
         return out
@@ -190,17 +209,27 @@ class MaskedLM:
             "segment_ids": pad([f["segment_ids"] for f in features], -1),
             "position_ids": pad([f["position_ids"] for f in features], 0),
             "word_starts": pad([f["word_starts"] for f in features], 1),
+            "row": torch.tensor([f["row"] for f in features], dtype=torch.long),
+            "piece_rows": pad([f["piece_rows"] for f in features], -1),
+            "piece_starts": pad([f["piece_starts"] for f in features], 0),
         }
 
     # -- masking ---------------------------------------------------------------------------------
 
-    def prepare_batch(self, batch: dict[str, torch.Tensor], training: bool) -> dict[str, Any]:
-        """Choose masked positions, replace them (80/10/10) and add ``labels`` (-100 elsewhere)."""
+    def prepare_batch(self, batch: Batch, stage: str) -> Batch:
+        """Choose masked positions, replace them (80/10/10) and add ``labels`` (-100 elsewhere).
+        Predict: the input's own [MASK] tokens are the positions to fill in."""
         if "labels" in batch:  # already prepared
             return batch
         ids = batch["input_ids"]
+        if stage == "predict":
+            fill = ids == self.mask_id
+            chosen = fill.clone()
+            chosen.view(-1)[0] |= not fill.any()  # one position, so the batch has an output
+            labels = torch.where(chosen, 0, -100)  # placeholders: no gold in predict
+            return {**batch, "labels": labels, "fill": fill}
         generator = None
-        if not training:  # fixed masks for evaluation, whatever the order of batches
+        if stage != "train":  # fixed masks for evaluation, whatever the order of batches
             seed = int(ids[:, :16].sum().item()) * 1_000_003 + ids.numel()
             generator = torch.Generator(device=ids.device).manual_seed(seed)
         chosen = self.choose(ids, batch["attention_mask"], batch.get("word_starts"), generator)
@@ -250,7 +279,10 @@ class MaskedLM:
                 break
         return head
 
-    def output_positions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def tie_weights(self, head: nn.Module, encoder: nn.Module) -> None:
+        head.tie_to(encoder)
+
+    def output_positions(self, batch: Batch) -> torch.Tensor:
         """The chosen positions: the encoder computes its last layer for these only."""
         return batch["labels"] != -100
 
@@ -263,16 +295,18 @@ class MaskedLM:
             hidden = hidden[chosen]
         logits = head(hidden)  # (M, V): only the chosen positions
         target = labels[chosen]  # (M,)
-        loss = F.cross_entropy(logits.float(), target)
+        loss = F.cross_entropy(logits.float(), target) if "fill" not in batch else None
         preds = torch.full_like(labels, -100)
         preds[chosen] = logits.argmax(-1)
-        return {
-            "loss": loss, "logits": logits, "preds": preds, "target": labels,
-            "metric_inputs": (logits.detach(), target),
-            "metric_kwargs": {"hidden": hidden.detach()},  # for the metrics that take it
-        }  # fmt: skip
+        return {"loss": loss, "logits": logits, "preds": preds, "target": labels, "hidden": hidden}
 
-    def metrics(self) -> MetricCollection:
+    def update_metrics(self, metrics: MetricCollection, out: dict[str, Any], batch: Batch) -> None:
+        """Logits and gold at the masked positions; the output spread also reads the hidden
+        vectors there (keyword inputs reach only the metrics whose update takes them)."""
+        target = out["target"][out["target"] != -100]
+        metrics.update(out["logits"].detach(), target, hidden=out["hidden"].detach())
+
+    def metrics(self, split: str) -> MetricCollection:
         return MetricCollection({
             "acc": MulticlassAccuracy(self.vocab_size, average="micro"),
             "perplexity": MaskedPerplexity(),
@@ -280,13 +314,30 @@ class MaskedLM:
             "output_spread": OutputSpread(),
         })  # fmt: skip
 
-    def decode(self, preds: torch.Tensor) -> list:
-        """Per row: the predicted token id at each masked position (position -> id)."""
-        return [{int(j): int(row[j]) for j in (row != -100).nonzero().flatten()} for row in preds]
+    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
+        """(row, token offset in the row's document, predicted id) at each [MASK] of the input
+        (or, outside predict, at each masked position)."""
+        fill = batch["fill"] if "fill" in batch else out["preds"] != -100
+        piece = batch["segment_ids"].clamp(min=0)  # (B, T)
+        rows = torch.gather(batch["piece_rows"], 1, piece)
+        offsets = torch.gather(batch["piece_starts"], 1, piece) + batch["position_ids"] - 1
+        filled = torch.stack([rows, offsets, out["preds"]], -1)[fill]  # (M, 3)
+        pieces = batch["piece_rows"][batch["piece_rows"] >= 0]  # every row, with or without masks
+        marks = torch.stack([pieces, -torch.ones_like(pieces), -torch.ones_like(pieces)], -1)
+        return {"packed": torch.cat([filled, marks])}
 
-    def hf_logits(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
+        """Per row: the predicted token of each [MASK], in order."""
+        by_row: dict[int, list[tuple[int, int]]] = {}
+        for row, offset, token in preds["packed"].tolist():
+            entries = by_row.setdefault(row, [])
+            if token >= 0:  # -1: a row's marker (a row without [MASK] gets an empty list)
+                entries.append((offset, token))
+        return {r: {"filled": [self._tokens[t] for _, t in sorted(v)]} for r, v in by_row.items()}
+
+    def hf_outputs(self, output: Any, batch: Batch) -> torch.Tensor:
         """``BertForMaskedLM``'s (B, T, V) logits at the positions this task predicts."""
-        return logits[batch["labels"] != -100]
+        return output.logits[batch["labels"] != -100]
 
     def hf_export(
         self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module

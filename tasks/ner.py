@@ -25,7 +25,7 @@ from torchmetrics import MetricCollection
 from framework.errors import UserError
 from framework.readers import read_utf8
 from framework.registry import register_task
-from framework.task import pad, pad_tokens
+from framework.task import Batch, Prediction, Task, pad, pad_tokens, require_columns
 from tasks.entities import EntityF1, _stitch, detect_scheme, entities, to_iob2
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".bio")
 
 
 @register_task("ner")
-class NER:
+class NER(Task):
     """Token classification over words. ``labels``: IOB2 tags in id order (None: from train)."""
 
     def __init__(
@@ -67,8 +67,6 @@ class NER:
 
     # -- data -----------------------------------------------------------------------------------
 
-    # A long sentence's windows may land in different batches: decode the whole run at once.
-    decodes_across_batches = True
     file_format = "conll"  # data.format=conll; the default for these suffixes
     file_suffixes = CONLL_SUFFIXES
 
@@ -107,12 +105,14 @@ class NER:
         return {self.tokens_column: tokens, self.tags_column: tags}
 
     def check_columns(self, columns: list[str], split: str) -> None:
-        for col in (self.tokens_column, self.tags_column):
-            if col not in columns:
-                raise UserError(
-                    f"column {col!r} not found in the {split} split (columns: "
-                    f"{', '.join(columns)}); set task.tokens_column / task.tags_column"
-                )
+        wanted = [self.tokens_column, self.tags_column if split != "predict" else None]
+        require_columns(columns, wanted, split, "task.tokens_column / task.tags_column")
+
+    def text_row(self, text: str) -> dict[str, Any]:
+        return {self.tokens_column: text.split()}  # words separated by white space
+
+    def tokenizer_texts(self, rows: dict[str, list]) -> list[str]:
+        return [" ".join(map(str, words)) for words in rows[self.tokens_column]]
 
     def setup(self, train_rows: dict[str, list]) -> None:
         tags = [[str(t) for t in seq] for seq in train_rows[self.tags_column]]
@@ -127,6 +127,13 @@ class NER:
         missing = [_inside(t) for t in self.labels if _inside(t) not in self.labels]
         if missing:
             raise UserError(f"task.labels lacks {missing}: every B-X tag needs its I-X tag")
+        self._label_to_id = {t: i for i, t in enumerate(self.labels)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels, "scheme": self.scheme}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.labels, self.scheme = state["labels"], state["scheme"]
         self._label_to_id = {t: i for i, t in enumerate(self.labels)}
 
     def _tag_ids(self, tags: list[str]) -> list[int]:
@@ -146,8 +153,11 @@ class NER:
     def encode(
         self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
     ) -> dict[str, list]:
-        columns = zip(rows[self.tokens_column], rows[self.tags_column], strict=True)
-        for r, (ws, ts) in enumerate(columns):
+        labelled = self.tags_column in rows
+        all_tags = rows[self.tags_column] if labelled else [None] * len(indices)
+        for r, (ws, ts) in enumerate(zip(rows[self.tokens_column], all_tags, strict=True)):
+            if ts is None and not labelled:  # predict: words only
+                ts = ws
             if not isinstance(ws, list) or not isinstance(ts, list):
                 raise UserError(
                     f"row {indices[r] + 1}: columns {self.tokens_column!r} and "
@@ -170,7 +180,8 @@ class NER:
             for r, i in lost:
                 words[r][i] = tokenizer.unk_token
             enc = self._tokenize(words, tokenizer, max_length)
-        tag_ids = [self._tag_ids(t) for t in rows[self.tags_column]]
+        # predict (no tags): every word scored with a placeholder label, as at evaluation
+        tag_ids = [self._tag_ids(t) if labelled else [0] * len(t) for t in all_tags]
         out: dict[str, list] = {k: [] for k in ("input_ids", "labels", "word", "centrality", "row")}
         for w, r in enumerate(enc["overflow_to_sample_mapping"]):
             word_ids, offsets = enc.word_ids(w), enc["offset_mapping"][w]
@@ -193,6 +204,8 @@ class NER:
             out["word"].append(word_index)
             out["centrality"].append(cent)
             out["row"].append(indices[r])
+        if not labelled:
+            del out["labels"]
         return out
 
     def _tokenize(self, words: list[list[str]], tokenizer: Any, max_length: int) -> Any:
@@ -208,10 +221,10 @@ class NER:
 
     def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         batch = pad_tokens(features, pad_id)
-        batch["labels"] = pad([f["labels"] for f in features], IGNORE)
+        if "labels" in features[0]:
+            batch["labels"] = pad([f["labels"] for f in features], IGNORE)
         batch["word"] = pad([f["word"] for f in features], -1)
         batch["centrality"] = pad([f["centrality"] for f in features], 0)
-        batch["row"] = torch.tensor([f["row"] for f in features], dtype=torch.long)
         return batch
 
     # -- model ----------------------------------------------------------------------------------
@@ -222,25 +235,34 @@ class NER:
         nn.init.zeros_(head[1].bias)
         return head
 
-    def step(
-        self, head: nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
         logits = head(hidden).float()  # (B, T, C)
-        labels = batch["labels"]  # (B, T)
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        labels = batch.get("labels")  # (B, T)
+        loss = target = None
         scored = batch["word"] >= 0  # (B, T): first sub-token of each word
-        row = batch["row"][:, None].expand_as(labels)
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+            target = labels[scored]
+        row = batch["row"][:, None].expand_as(scored)
         pred = logits.argmax(-1)
         packed = torch.stack([row, batch["word"], batch["centrality"], pred], -1)[scored]
-        return {"loss": loss, "logits": logits, "preds": packed, "target": labels[scored]}
+        return {"loss": loss, "logits": logits, "preds": packed, "target": target}
 
-    def metrics(self) -> MetricCollection:
+    def metrics(self, split: str) -> MetricCollection:
         return MetricCollection({"entity": EntityF1(self.labels)})
 
-    def decode(self, preds: torch.Tensor) -> list[dict]:
-        """Packed predictions -> per row: word-level tags and entity spans (type, first, last)."""
-        rows = {r: [self.labels[p] for p, _ in words] for r, words in _stitch(preds).items()}
-        return [{"row": r, "tags": tags, "entities": entities(tags)} for r, tags in rows.items()]
+    def figures(self) -> dict[str, Any]:
+        return {"f1_per_type": EntityF1Chart(self.labels)}
+
+    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
+        return {"packed": out["preds"]}  # (words, 4): row, word, centrality, tag id
+
+    def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
+        """Per row: word-level tags and entity spans (type, first word, last word). A long
+        sentence's windows may come from different batches: the whole run is decoded at once."""
+        words = _stitch(preds["packed"]).items()
+        rows = {r: [self.labels[p] for p, _ in w] for r, w in words}
+        return {r: {"tags": tags, "entities": entities(tags)} for r, tags in rows.items()}
 
     def hf_export(
         self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module
@@ -270,3 +292,20 @@ class NER:
 
 def _inside(tag: str) -> str:
     return f"I-{tag[2:]}" if tag.startswith("B-") else tag
+
+
+class EntityF1Chart(EntityF1):
+    """Entity F1 per type as a bar chart (the final evaluation's figure)."""
+
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        import matplotlib.pyplot as plt
+
+        scores = val if val is not None else self.compute()
+        per_type = {k[3:]: float(v) for k, v in scores.items() if k.startswith("f1_")}
+        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
+        bars = ax.bar(list(per_type), list(per_type.values()))
+        ax.bar_label(bars, fmt="%.3f")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("entity F1")
+        ax.set_title(f"entity F1 per type (all: {float(scores['f1']):.3f})")
+        return fig, ax

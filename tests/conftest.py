@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+import tasks  # noqa: F401  (registers the shipped tasks, as the entry points do)
 from framework.config import register_resolvers
 
 register_resolvers()

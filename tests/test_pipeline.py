@@ -44,7 +44,7 @@ def test_pretraining_run_writes_perplexity_curve_and_mlm_export(pretrained_run):
     assert m["val/perplexity"] < m["val/perplexity_start"]  # it learned something
     assert 0.9 < m["packing_efficiency/train"] <= 1.0
     assert {"val/acc", "val/loss"} <= set(m)
-    assert (pretrained_run / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (pretrained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     cfg = json.loads((pretrained_run / "export" / "config.json").read_text())
     assert cfg["architectures"] == ["BertForMaskedLM"]
 

@@ -10,10 +10,12 @@ import pytest
 import torch
 import transformers
 
+import tasks  # noqa: F401  (registers the shipped tasks)
 from framework.encoder import Encoder, preset
 from framework.export import export_hf
 from framework.module import TaskModule
 from framework.registry import get_task, list_tasks
+from framework.task import Task
 
 
 def _build(name: str, tokenizer, seed: int = 0, n: int = 8):
@@ -74,8 +76,30 @@ def test_save_load_same_predictions(task_name, tokenizer, tmp_path):
         a, b = module(batch), other(batch)
     assert torch.equal(a["preds"], b["preds"])
     assert torch.allclose(a["logits"], b["logits"])
-    decoded = module.task.decode(a["preds"])
-    assert isinstance(decoded, list) and len(decoded) == batch["input_ids"].size(0)
+
+
+def test_decode_gives_one_json_record_per_row(task_name, tokenizer):
+    import json
+
+    module, batch = _build(task_name, tokenizer)
+    module.eval()
+    with torch.no_grad():
+        decoded = module.decode_predictions([module.predict_step(batch, 0)])
+    assert sorted(decoded) == sorted(set(batch["row"].tolist()))
+    json.dumps(decoded)  # records are JSON-ready
+
+
+def test_is_a_task_with_declared_hooks_only(task_name):
+    cls = get_task(task_name)
+    assert issubclass(cls, Task) and not cls.__abstractmethods__
+    declared = {n for n in dir(Task) if not n.startswith("_")}
+    # a public method the framework does not know of would be a hidden hook
+    extra = {
+        n
+        for n, v in vars(cls).items()
+        if callable(v) and not n.startswith("_") and n not in declared
+    }
+    assert all(not n.startswith(("on_", "hf_", "prepare", "tie")) for n in extra), extra
 
 
 def test_hf_export_loads_in_transformers_with_same_logits(task_name, tokenizer, tmp_path):
@@ -91,9 +115,7 @@ def test_hf_export_loads_in_transformers_with_same_logits(task_name, tokenizer, 
         inputs = {
             k: prepared[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch
         }
-        theirs = hf(**inputs).logits
-        if hasattr(module.task, "hf_logits"):  # a task that predicts at some positions only
-            theirs = module.task.hf_logits(theirs, prepared)
+        theirs = module.task.hf_outputs(hf(**inputs), prepared)
     assert ours.shape == theirs.shape
     assert (ours - theirs).abs().max().item() <= 1e-4
     assert transformers.AutoTokenizer.from_pretrained(out_dir)("hi")["input_ids"][0] == 101

@@ -39,7 +39,7 @@ def test_masking_rate_and_80_10_10_split(tokenizer):
     chosen_total, maskable_total = 0, 0
     special = torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id])
     for _ in range(30):
-        out = task.prepare_batch(dict(batch), training=True)
+        out = task.prepare_batch(dict(batch), "train")
         chosen = out["labels"] != -100
         orig, new = batch["input_ids"], out["input_ids"]
         maskable = batch["attention_mask"].bool() & ~torch.isin(orig, special)
@@ -63,7 +63,7 @@ def test_whole_word_masking_takes_every_piece_of_a_word(tokenizer):
     task = _task(tokenizer, whole_word=True)
     batch = task.collate(_rows(task, tokenizer, TEXTS), tokenizer.pad_token_id)
     torch.manual_seed(1)
-    out = task.prepare_batch(dict(batch), training=True)
+    out = task.prepare_batch(dict(batch), "train")
     chosen = out["labels"] != -100
     starts = batch["word_starts"].bool()
     ids = batch["input_ids"]
@@ -82,11 +82,11 @@ def test_whole_word_masking_takes_every_piece_of_a_word(tokenizer):
 def test_eval_masks_are_fixed_and_training_masks_change(tokenizer):
     task = _task(tokenizer)
     batch = task.collate(_rows(task, tokenizer, TEXTS[:8]), tokenizer.pad_token_id)
-    a = task.prepare_batch(dict(batch), training=False)["labels"]
-    b = task.prepare_batch(dict(batch), training=False)["labels"]
+    a = task.prepare_batch(dict(batch), "val")["labels"]
+    b = task.prepare_batch(dict(batch), "val")["labels"]
     assert torch.equal(a, b)
-    c = task.prepare_batch(dict(batch), training=True)["labels"]
-    d = task.prepare_batch(dict(batch), training=True)["labels"]
+    c = task.prepare_batch(dict(batch), "train")["labels"]
+    d = task.prepare_batch(dict(batch), "train")["labels"]
     assert not torch.equal(c, d)
 
 
@@ -141,8 +141,8 @@ def test_export_is_a_fill_mask_model_with_the_same_logits(tokenizer, tmp_path):
     prepared = module.prepare(single)
     with torch.no_grad():
         ours = module(single)["logits"]
-        theirs = hf(prepared["input_ids"], prepared["attention_mask"]).logits
-    assert (ours - task.hf_logits(theirs, prepared)).abs().max().item() <= 1e-4
+        theirs = hf(prepared["input_ids"], prepared["attention_mask"])
+    assert (ours - task.hf_outputs(theirs, prepared)).abs().max().item() <= 1e-4
     fill = transformers.pipeline("fill-mask", model=str(out_dir), tokenizer=str(out_dir))
     preds = fill("the cat sat on the [MASK].", top_k=3)
     assert len(preds) == 3 and all("token_str" in p for p in preds)
@@ -168,7 +168,7 @@ def test_continued_pretraining_keeps_a_checkpoints_mlm_head(tokenizer, tmp_path)
 
 def test_metrics_include_the_unigram_baseline_accuracy(tokenizer):
     task = _task(tokenizer)
-    metrics = task.metrics()
+    metrics = task.metrics("val")
     target = torch.tensor([7, 7, 7, 9, 11, 7, 9, 12])  # most frequent: 7, 4 of 8
     logits = torch.full((8, task.vocab_size), -5.0)
     logits[torch.arange(8), torch.tensor([7, 9, 7, 9, 11, 1, 1, 1])] = 5.0  # 4 of 8 right
@@ -190,10 +190,10 @@ def test_output_spread_flags_a_collapsed_encoder(tokenizer):
         hidden = encoder(ids, torch.ones_like(ids)).flatten(0, 1)  # (256, 64) random init
     logits = torch.zeros(len(hidden), task.vocab_size)
     target = torch.zeros(len(hidden), dtype=torch.long)
-    healthy = task.metrics()
+    healthy = task.metrics("val")
     healthy.update(logits, target, hidden=hidden)
     assert healthy.compute()["output_spread"].item() > 0.5
-    collapsed = task.metrics()  # every token mapped to the same vector
+    collapsed = task.metrics("val")  # every token mapped to the same vector
     collapsed.update(logits, target, hidden=hidden[:1].expand_as(hidden) + 1e-4 * hidden)
     with pytest.warns(UserWarning, match="outputs have collapsed"):
         assert collapsed.compute()["output_spread"].item() < 0.01

@@ -1,0 +1,83 @@
+"""``python -m framework.evaluate run=RUN_DIR [split=val|test] data.path=DIR ...``: score a
+trained run on any labelled split, without training.
+
+The run's config gives the task, model and data settings; overrides (``data.path``,
+``data.val_file``, ``data.test_file``, ``data.format``...) point it at other data. The split's
+metrics go to ``metrics.json``, with the task's figures (confusion matrix, per-type F1,
+predicted vs gold), in a new directory ``RUN_DIR/eval/DATE_TIME`` (or ``output_dir=DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from framework.errors import UserError
+
+
+def evaluate(args: dict[str, Any], overrides: list[str]) -> dict[str, float]:
+    import lightning as L
+
+    from framework.data import DataModule
+    from framework.runs import load_run, run_config
+
+    split = args["split"]
+    if split not in ("val", "test"):
+        raise UserError(f"split={split!r}: use val (data.val_file) or test (data.test_file)")
+    run_dir = Path(args["run"])
+    cfg = run_config(run_dir, overrides)
+    tokenizer, module = load_run(run_dir, cfg, args.get("ckpt"))
+    data_args = OmegaConf.to_container(cfg.data, resolve=True)
+    for other in {"train", "val", "test"} - {split}:  # read the one split only
+        data_args[f"{other}_file"] = None
+    if data_args.get("hub_splits"):
+        data_args["hub_splits"] = {split: data_args["hub_splits"].get(split)}
+    if data_args.get("path") and not data_args.get(f"{split}_file"):
+        raise UserError(f"no {split} file: set data.{split}_file=FILE (in data.path)")
+    datamodule = DataModule(module.task, tokenizer, seed=cfg.seed, **data_args)
+    datamodule.setup_data(fit=False)
+    out_dir = Path(args.get("output_dir") or run_dir / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.get("accelerator", "auto"),
+        devices=1,
+        precision=cfg.trainer.get("precision", "32-true"),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    module.draw_figures = True
+    run = trainer.validate if split == "val" else trainer.test
+    (result,) = run(module, dataloaders=datamodule._loader(split), verbose=False)
+    module.write_figures(out_dir)
+    metrics = {k: float(v) for k, v in result.items()}
+    source = data_args.get("path") or data_args.get("hub_id")
+    info = {"run": str(run_dir), "split": split, "data": source, "examples": None}
+    info["file"] = data_args.get(f"{split}_file")
+    info["examples"] = len(datamodule.splits[split])
+    (out_dir / "metrics.json").write_text(json.dumps({**metrics, **info}, indent=2) + "\n")
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    print(f"Evaluation directory: {out_dir}")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    from framework.runs import parse_args
+
+    known = {"run": None, "split": "val", "output_dir": None, "ckpt": None}
+    try:
+        args, overrides = parse_args(sys.argv[1:] if argv is None else argv, known)
+        evaluate(args, overrides)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

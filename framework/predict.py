@@ -1,0 +1,101 @@
+"""``python -m framework.predict run=RUN_DIR input=FILE [output=FILE]``: predictions of a trained
+run on new inputs, as JSON lines in input order.
+
+``input``: a CSV, TSV or JSON-lines file with the task's input columns (or a file in the task's
+own format), or ``-`` for standard input: one text per line (a sentence pair: the two texts
+separated by a tab; NER: words separated by spaces; masked LM: text with [MASK] tokens), or one
+JSON object per line. Each output line is ``{"id": ..., <the task's record>}``: the input's
+``id`` column when it has one, else the row's index. The weights are the run's best checkpoint
+(``ckpt=FILE`` for another); batches are sorted by length and unpadded, as in evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from framework.errors import UserError
+
+USAGE = "python -m framework.predict run=RUN_DIR input=FILE|- [output=FILE] [ckpt=FILE]"
+
+
+def read_stdin(task: Any) -> dict[str, list]:
+    """Rows from standard input: a JSON object or the task's plain-text row, per line."""
+    records = []
+    for n, line in enumerate(sys.stdin.read().splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"stdin line {n}: not a JSON object ({e.msg})") from None
+        else:
+            records.append(task.text_row(line))
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    return {c: [r.get(c) for r in records] for c in columns}
+
+
+def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
+    """The records, in input order (also written to ``output`` or stdout)."""
+    import lightning as L
+
+    from framework.data import DataModule
+    from framework.runs import load_run, run_config
+
+    run_dir = Path(args["run"])
+    cfg = run_config(run_dir, overrides)
+    tokenizer, module = load_run(run_dir, cfg, args.get("ckpt"))
+    data_args = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = DataModule(module.task, tokenizer, seed=cfg.seed, **data_args)
+    if args["input"] == "-":
+        rows = read_stdin(module.task)
+    else:
+        rows = datamodule.read_file(Path(args["input"]))
+    loader = datamodule.predict_loader(rows)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.get("accelerator", "auto"),
+        devices=1,
+        precision=cfg.trainer.get("precision", "32-true"),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    decoded = module.decode_predictions(trainer.predict(module, loader))
+    n = len(next(iter(rows.values())))
+    missing = [i for i in range(n) if i not in decoded]
+    if missing:
+        raise UserError(f"input row {missing[0] + 1} gave no prediction (no text in it?)")
+    ids = rows.get("id") or list(range(n))
+    records = [{"id": ids[i], **decoded[i]} for i in range(n)]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if args.get("output"):
+        Path(args["output"]).write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    from framework.runs import parse_args
+
+    try:
+        args, overrides = parse_args(
+            sys.argv[1:] if argv is None else argv, {"run": None, "input": None, "output": None,
+                                                     "ckpt": None}
+        )  # fmt: skip
+        if not args["input"]:
+            raise UserError(f"name the inputs: input=FILE or input=- (stdin); usage: {USAGE}")
+        predict(args, overrides)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

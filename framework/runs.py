@@ -1,0 +1,111 @@
+"""A finished run, loaded back for ``framework.predict`` and ``framework.evaluate``.
+
+A run directory holds what is needed: ``config.yaml`` (the resolved config), the checkpoints
+(weights, and the task's state: its label set) and ``export/`` (architecture and tokenizer). The
+training data is not read again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from framework.checkpoint import newest_valid_checkpoint
+from framework.errors import UserError
+
+
+def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``key=value`` arguments: the command's own keys (``known``, with defaults) and the
+    config overrides (``data.path=...``) for the run's config."""
+    args, overrides = dict(known), []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise UserError(f"argument {arg!r} is not key=value (e.g. run=logs/runs/...)")
+        if key in known:
+            args[key] = value
+        elif "." in key:
+            overrides.append(arg)
+        else:
+            raise UserError(
+                f"unknown argument {key!r}; this command takes {', '.join(known)} and config "
+                "overrides such as data.path=DIR"
+            )
+    if not args.get("run"):
+        raise UserError("name the trained run: run=RUN_DIR (the directory a training printed)")
+    return args, overrides
+
+
+def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The run's resolved config with ``overrides`` (existing keys only) applied."""
+    file = run_dir / "config.yaml"
+    if not file.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); run=RUN_DIR")
+    cfg = OmegaConf.load(file)
+    OmegaConf.set_struct(cfg, True)
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as e:
+        msg = str(e).splitlines()[0]
+        raise UserError(f"override not applicable to the run's config: {msg}") from None
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint the run's metrics came from (metrics.json), else its newest valid one."""
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        best = json.loads(metrics.read_text()).get("best_checkpoint")
+        if best and Path(best).is_file():
+            return Path(best)
+    newest = newest_valid_checkpoint(run_dir)
+    if newest is None:
+        raise UserError(f"no checkpoint in {run_dir}/checkpoints; train the run first")
+    return newest
+
+
+def load_run(run_dir: Path, cfg: DictConfig, ckpt: str | None = None) -> tuple[Any, Any]:
+    """(tokenizer, TaskModule with the checkpoint's weights and task state), in eval mode."""
+    from transformers import AutoTokenizer
+
+    from framework.module import TaskModule
+    from framework.pretrained import build_encoder
+    from framework.registry import build_task, import_task_packages
+
+    path = Path(ckpt) if ckpt else best_checkpoint(run_dir)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}); ckpt=FILE") from None
+    if "task_state" not in state:
+        raise UserError(f"checkpoint {path} has no task state (written by an older version)")
+    import_task_packages(cfg.task_packages)
+    task = build_task(cfg.task)
+    task.load_state_dict(state["task_state"])
+    export = run_dir / "export"
+    found = [d for d in (export, run_dir / "tokenizer") if (d / "tokenizer.json").is_file()]
+    if not found:
+        raise UserError(f"no tokenizer in {run_dir} (export/ or tokenizer/); re-export the run")
+    tok_dir = found[0]
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), use_fast=True)
+    task.use_tokenizer(tokenizer)
+    m = cfg.model
+    sizes = {
+        "attn_impl": m.attn_impl,
+        "vocab_size": len(tokenizer),
+        "attention_dropout": m.attention_dropout,
+        "hidden_dropout": m.get("hidden_dropout"),
+    }
+    if (export / "config.json").is_file():  # the architecture; the weights come from the ckpt
+        encoder, _ = build_encoder(None, None, init_from=str(export), from_scratch=True, **sizes)
+    else:
+        encoder, _ = build_encoder(m.name_or_path, m.preset, **sizes)
+    encoder.unpad = bool(m.get("unpad", False))
+    head = task.build_head(encoder.cfg.hidden_size, {})
+    module = TaskModule(encoder, task, head)
+    module.load_state_dict(state["state_dict"])
+    return tokenizer, module.eval()

@@ -1,0 +1,157 @@
+"""What the sequence-level tasks share (classification, regression, multi-label): one sentence
+(``text``) or a sentence pair (``text`` + ``text_pair``) in, one vector of scores per row out.
+
+Head: BERT's pooler (dense + tanh on the [CLS] vector) then a linear layer, so every export is a
+``BertForSequenceClassification`` (its ``problem_type`` tells transformers which loss). The head
+reads the [CLS] position only (``output_positions``): the encoder's last layer computes that one
+query per row.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from framework.task import Batch, Task, pad_tokens, require_columns
+
+
+class PooledHead(nn.Module):
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float) -> None:
+        super().__init__()
+        self.pooler = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_outputs)
+        for lin in (self.pooler, self.classifier):
+            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:  # (B, H) [CLS] vectors -> (B, C)
+        pooled = torch.tanh(self.pooler(cls))  # (B, H)
+        return self.classifier(self.dropout(pooled))
+
+
+class SequenceTask(Task):
+    """Text columns, encoding, head and export; subclasses add the target, loss and metrics."""
+
+    problem_type: str  # BertForSequenceClassification's config.problem_type
+
+    def __init__(
+        self,
+        text_column: str,
+        text_pair_column: str | None,
+        label_column: str,
+        dropout: float,
+    ) -> None:
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.label_column = label_column
+        self.dropout = dropout
+
+    @property
+    def num_outputs(self) -> int:
+        raise NotImplementedError
+
+    def encode_target(self, values: list[Any], indices: list[int]) -> list:
+        """The label column's values -> what ``collate_target`` batches."""
+        raise NotImplementedError
+
+    def collate_target(self, values: list) -> torch.Tensor:
+        raise NotImplementedError
+
+    def export_config(self) -> dict[str, Any]:
+        """Label names etc. for config.json."""
+        return {}
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def check_columns(self, columns: list[str], split: str) -> None:
+        wanted = [self.text_column, self.text_pair_column]
+        if split != "predict":
+            wanted.append(self.label_column)
+        hint = "task.text_column / task.text_pair_column / task.label_column"
+        require_columns(columns, wanted, split, hint)
+
+    def encode(
+        self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
+    ) -> dict[str, list]:
+        texts = [str(t) for t in rows[self.text_column]]
+        pairs = [str(t) for t in rows[self.text_pair_column]] if self.text_pair_column else None
+        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        out = {"input_ids": enc["input_ids"], "row": list(indices)}
+        if self.label_column in rows:
+            out["labels"] = self.encode_target(rows[self.label_column], indices)
+        if "token_type_ids" in enc:
+            out["token_type_ids"] = enc["token_type_ids"]
+        return out
+
+    def collate(self, features: list[dict[str, Any]], pad_id: int) -> Batch:
+        batch = pad_tokens(features, pad_id)
+        if "labels" in features[0]:
+            batch["labels"] = self.collate_target([f["labels"] for f in features])
+        return batch
+
+    def text_row(self, text: str) -> dict[str, Any]:
+        if self.text_pair_column:  # a pair on one line: the two texts separated by a tab
+            first, _, second = text.partition("\t")
+            return {self.text_column: first, self.text_pair_column: second}
+        return {self.text_column: text}
+
+    def tokenizer_texts(self, rows: dict[str, list]) -> list[str]:
+        columns = [self.text_column, self.text_pair_column]
+        return [str(t) for c in columns if c for t in rows[c]]
+
+    # -- model ----------------------------------------------------------------------------------
+
+    def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
+        head = PooledHead(hidden_size, self.num_outputs, self.dropout)
+        if "pooler.dense.weight" in pretrained:  # BERT checkpoints ship a trained pooler
+            head.pooler.weight.data.copy_(pretrained["pooler.dense.weight"])
+            head.pooler.bias.data.copy_(pretrained["pooler.dense.bias"])
+        return head
+
+    def output_positions(self, batch: Batch) -> torch.Tensor:
+        """The [CLS] position of every row: the encoder's last layer computes only these."""
+        cls = torch.zeros_like(batch["input_ids"], dtype=torch.bool)  # (B, T)
+        cls[:, 0] = True
+        return cls
+
+    def logits(self, head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.dim() == 3:  # (B, T, H): the full output, not only the [CLS] rows
+            hidden = hidden[:, 0]
+        return head(hidden).float()  # (B, C)
+
+    def hf_export(
+        self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module
+    ) -> tuple[dict, dict[str, torch.Tensor]]:
+        config = {
+            **hf_encoder_config,
+            "architectures": ["BertForSequenceClassification"],
+            "num_labels": self.num_outputs,
+            "problem_type": self.problem_type,
+            "classifier_dropout": self.dropout,
+            **self.export_config(),
+        }
+        state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
+        state["bert.pooler.dense.weight"] = head.pooler.weight
+        state["bert.pooler.dense.bias"] = head.pooler.bias
+        state["classifier.weight"] = head.classifier.weight
+        state["classifier.bias"] = head.classifier.bias
+        return config, state
+
+    def synthetic_texts(self, n: int, seed: int) -> tuple[dict[str, list], list[int]]:
+        """``n`` rows of text (two kinds, alternating) and each row's kind (0 or 1)."""
+        rng = random.Random(seed)
+        good, bad = ["great", "lovely", "superb", "fine"], ["awful", "dull", "poor", "bad"]
+        rows: dict[str, list] = {self.text_column: []}
+        if self.text_pair_column:
+            rows[self.text_pair_column] = []
+        kinds = [i % 2 for i in range(n)]
+        for y in kinds:
+            words = rng.choices(good if y else bad, k=rng.randint(2, 6))
+            rows[self.text_column].append("the movie was " + " ".join(words))
+            if self.text_pair_column:
+                rows[self.text_pair_column].append("was it any good ?")
+        return rows, kinds
