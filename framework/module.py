@@ -8,6 +8,7 @@ Trainer config.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,9 @@ class TaskModule(L.LightningModule):
 
         written = []
         for name, metric in self.figures.items(keep_base=True):
-            fig, _ = metric.plot()
+            with warnings.catch_warnings():  # matplotlib converting torchmetrics' tensors
+                warnings.filterwarnings("ignore", message=r"__array__ implementation")
+                fig, _ = metric.plot()
             if self.trainer.is_global_zero:
                 fig.savefig(out_dir / f"{name}.png", dpi=100, bbox_inches="tight")
                 written.append(out_dir / f"{name}.png")

@@ -147,6 +147,11 @@ class Task(ABC):
         """A whole predict run's ``prediction``s -> row id: a JSON-ready record (label, scores,
         tags, answer...)."""
 
+    def hf_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The exported ``transformers`` model's inputs for a (prepared) batch."""
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        return {k: batch[k] for k in keys if k in batch}
+
     def hf_outputs(self, output: Any, batch: Batch) -> torch.Tensor:
         """The exported ``transformers`` model's output in the layout of ``step``'s logits."""
         return output.logits

@@ -3,6 +3,14 @@
 ``task_packages``) registers them all. A new task: its module here, one import line below, and
 its YAML in ``conf/task/``."""
 
-from tasks import classification, mlm, multilabel, ner, regression
+from tasks import classification, mlm, multilabel, multiple_choice, ner, qa, regression
 
-__all__ = ["classification", "mlm", "multilabel", "ner", "regression"]
+__all__ = [
+    "classification",
+    "mlm",
+    "multilabel",
+    "multiple_choice",
+    "ner",
+    "qa",
+    "regression",
+]

@@ -181,7 +181,10 @@ class NER(Task):
                 words[r][i] = tokenizer.unk_token
             enc = self._tokenize(words, tokenizer, max_length)
         # predict (no tags): every word scored with a placeholder label, as at evaluation
-        tag_ids = [self._tag_ids(t) if labelled else [0] * len(t) for t in all_tags]
+        tag_ids = [
+            self._tag_ids(t) if labelled else [0] * len(w)
+            for t, w in zip(all_tags, words, strict=True)
+        ]
         out: dict[str, list] = {k: [] for k in ("input_ids", "labels", "word", "centrality", "row")}
         for w, r in enumerate(enc["overflow_to_sample_mapping"]):
             word_ids, offsets = enc.word_ids(w), enc["offset_mapping"][w]
