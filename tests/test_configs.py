@@ -11,7 +11,7 @@ from framework.data import DataModule
 from framework.errors import UserError
 from framework.overrides import check_overrides, group_options
 from framework.pretrained import build_encoder
-from framework.registry import build_task
+from framework.registry import build_task, get_task, list_tasks
 from tests.conftest import compose
 
 
@@ -35,6 +35,9 @@ def _cpu(cfg_overrides: list[str]) -> list[str]:
 @pytest.mark.parametrize("experiment", group_options("experiment"))
 def test_experiments_compose_and_instantiate(experiment, tmp_path, tokenizer):
     cfg = compose(f"experiment={experiment}", f"paths.output_dir={tmp_path}")
+    if cfg.data.path is None and cfg.data.hub_id is None:  # a local-files recipe: data.path=DIR
+        cfg = compose(f"experiment={experiment}", f"paths.output_dir={tmp_path}",
+                      f"data.path={tmp_path}")  # fmt: skip
     _task, _dm, trainer = _instantiate(cfg, tmp_path, tokenizer)
     assert cfg.task.monitor.startswith("val/")
     assert trainer.max_epochs == cfg.trainer.max_epochs
@@ -72,6 +75,10 @@ def test_other_groups_compose(group, tmp_path, tokenizer):
         if group == "paths":
             overrides.pop()
         cfg = compose(*overrides)
+        if group == "data" and cfg.data.path is None and cfg.data.hub_id is None:
+            overrides.append(f"data.path={tmp_path}")  # local files only: data.path
+            owner = [n for n in list_tasks() if get_task(n).file_format == cfg.data.format]
+            cfg = compose(*overrides, *[f"task={t}" for t in owner[:1]])  # e.g. squad: qa
         if group not in ("hydra", "paths"):
             _instantiate(cfg, tmp_path, tokenizer)
 
@@ -93,7 +100,7 @@ def test_models_build_or_fail_clearly_offline(model):
     [
         (["task=clasification"], "unknown task 'clasification'; choose one of: classification"),
         (["model=minilmm"], "Did you mean 'minilm'?"),
-        (["data=sst3"], "choose one of: conll2003, quickstart, sst2"),
+        (["data=sst3"], "choose one of: commonsenseqa, conll2003, goemotions"),
         (["trainer=ddp_simm"], "ddp_sim"),
         (["-m", "optim.lr=1e-4,2e-4", "data.pth=x"], "unknown config key 'data.pth'"),
         (["experiment=sst2", "task.text_colum=x"], "Did you mean 'text_column'?"),
