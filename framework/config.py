@@ -35,7 +35,8 @@ def project_root() -> Path:
 def register_resolvers() -> None:
     """``${project_root:}`` (the checkout, or the current directory of an installed package),
     ``${data_dir:}`` (the shipped quickstart data's parent), ``${packaged_model:}`` (offline
-    MiniLM) and ``${run_name:TASK}`` (a run directory name shared by every process of a job)."""
+    MiniLM), ``${run_name:TASK}`` (a run directory name shared by every process of a job) and
+    ``${direction:max}`` (maximize; min: minimize)."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("data_dir"):
@@ -44,6 +45,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("packaged_model", _packaged_minilm)
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name, use_cache=True)
+    if not OmegaConf.has_resolver("direction"):  # task.mode -> an Optuna study direction
+        OmegaConf.register_new_resolver("direction", lambda mode: f"{mode}imize")
 
 
 def run_name(task: str, env: dict[str, str] | None = None) -> str:

@@ -50,6 +50,30 @@ def _overrides(argv: list[str]) -> list[str]:
     return out
 
 
+def trainer_arguments() -> list[str]:
+    """The keyword arguments of ``lightning.Trainer``: each is ``trainer.NAME=...`` without +."""
+    import inspect
+
+    from lightning import Trainer
+
+    return [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
+
+
+def expand_trainer_overrides(argv: list[str]) -> list[str]:
+    """``trainer.NAME=V`` -> ``++trainer.NAME=V`` (set or add) for a ``lightning.Trainer``
+    argument that the trainer config may not list; other arguments unchanged."""
+    names = None
+    out = []
+    for a in argv:
+        key = a.partition("=")[0]
+        if a[0] not in "+~-" and key.startswith("trainer.") and key.count(".") == 1:
+            names = names if names is not None else set(trainer_arguments())
+            if key.removeprefix("trainer.") in names:
+                a = f"++{a}"
+        out.append(a)
+    return out
+
+
 def check_overrides(argv: list[str]) -> None:
     """Raise ``UserError`` for an unknown group option or config key among ``argv``'s overrides."""
     try:
@@ -91,6 +115,10 @@ def check_overrides(argv: list[str]) -> None:
             )
             if isinstance(node, DictConfig):
                 siblings = [str(k) for k in node.keys()]
+                if parent == "trainer":  # any lightning.Trainer argument is accepted
+                    if leaf in trainer_arguments():
+                        continue
+                    siblings = sorted({*siblings, *trainer_arguments()})
                 where = f"'{parent}'" if parent else "the top level"
                 raise UserError(
                     f"unknown config key {key!r}; {where} has: {', '.join(siblings)}."

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from framework.config import CONF_DIR, print_config, register_resolvers
 from framework.errors import UserError
-from framework.overrides import check_overrides
+from framework.overrides import check_overrides, expand_trainer_overrides
 
 register_resolvers()
 
@@ -177,9 +177,10 @@ def run(cfg: DictConfig) -> dict:
 
 # An absolute path: the entry point also runs when imported (console script, wrappers).
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def _hydra_main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> float | None:
+    """One run; returns the monitored metric of its best checkpoint (a sweep's objective)."""
     try:
-        run(cfg)
+        return run(cfg).get(cfg.task.monitor)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -191,6 +192,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     try:
         check_overrides(sys.argv[1:])
+        # Any lightning.Trainer argument as trainer.NAME=..., listed in the config or not.
+        sys.argv[1:] = expand_trainer_overrides(sys.argv[1:])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

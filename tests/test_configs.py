@@ -106,6 +106,7 @@ def test_models_build_or_fail_clearly_offline(model):
         (["experiment=sst2", "task.text_colum=x"], "Did you mean 'text_column'?"),
         (["seeed=1"], "unknown config key 'seeed'"),
         (["logger=[csv,tensorbord]"], "Did you mean 'tensorboard'?"),
+        (["trainer.detect_anomali=true"], "Did you mean 'detect_anomaly'?"),
     ],
 )
 def test_bad_overrides_fail_in_one_line(argv, expected):
@@ -118,6 +119,19 @@ def test_good_overrides_pass():
     check_overrides(["experiment=sst2", "-m", "optim.lr=1e-4,2e-4", "+foo=1", "hydra.run.dir=x"])
     check_overrides(["data.path=../shared/data/sst2", "task.labels=[a,b]", "trainer.max_epochs=2"])
     check_overrides(["logger=[csv,tensorboard]", "-m", "task=classification,ner"])
+
+
+def test_any_trainer_argument_without_plus(tmp_path):
+    from framework.overrides import expand_trainer_overrides
+
+    args = ["trainer.detect_anomaly=true", "trainer.max_epochs=2", "data.batch_size=8"]
+    check_overrides(args)  # detect_anomaly is not in conf/trainer: a Trainer argument
+    expanded = expand_trainer_overrides(args)
+    assert expanded == ["++trainer.detect_anomaly=true", "++trainer.max_epochs=2",
+                        "data.batch_size=8"]  # fmt: skip
+    cfg = compose(*expanded, f"paths.output_dir={tmp_path}", "trainer.accelerator=cpu")
+    trainer = hydra.utils.instantiate(cfg.trainer)
+    assert trainer.max_epochs == 2 and cfg.trainer.detect_anomaly is True
 
 
 def test_wandb_goes_offline_without_an_api_key(tmp_path, monkeypatch):

@@ -188,3 +188,14 @@ def test_predict_errors_are_one_line(trained, tmp_path):
     ):
         code, _, err = predict_main(*args)
         assert code == 2 and text in err and "Traceback" not in err, err
+
+
+FIGURES = {"classification": "confusion_matrix", "ner": "f1_per_type", "regression":
+           "predicted_vs_gold"}  # fmt: skip
+
+
+def test_every_run_writes_its_curves_and_its_task_figure(trained):
+    name, run_dir, _ = trained
+    expected = ["curves"] + ([FIGURES[name]] if name in FIGURES else [])
+    for figure in expected:
+        assert (run_dir / f"{figure}.png").read_bytes()[:4] == b"\x89PNG", figure
