@@ -18,7 +18,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from framework.errors import UserError
-from framework.readers import TABLE_FORMATS, guess_format, read_table, to_dataset
+from framework.readers import TABLE_FORMATS, guess_format, read_hub_split, read_table, to_dataset
 from framework.sampling import (
     TrainBatchSampler,
     batches_per_rank,
@@ -103,7 +103,8 @@ class DataModule(L.LightningDataModule):
             raise UserError(
                 f"data.num_workers must be >= 0 (0: load in the main process), got {num_workers}"
             )
-        self.formats = {**TABLE_FORMATS, **_task_formats(task)}
+        # the task's own format first: its suffixes win (a SQuAD .json file is not JSON lines)
+        self.formats = {**_task_formats(task), **TABLE_FORMATS}
         if format is not None and format not in self.formats:
             raise UserError(
                 f"data.format={format!r} is not one of: {', '.join(self.formats)} (null: from "
@@ -164,21 +165,10 @@ class DataModule(L.LightningDataModule):
                 key = _fingerprint(str(file.resolve()), st.st_size, st.st_mtime_ns)
                 out[split] = (to_dataset(rows, file), key)
             return out
-        from datasets import load_dataset
-
         for split, name in self.hub_splits.items():
-            if name is None:
-                continue
-            try:
-                ds = load_dataset(self.hub_id, self.hub_config, split=name)
-            except Exception as e:
-                raise UserError(
-                    f"cannot load {self.hub_id!r} ({self.hub_config}) split {name!r} from the "
-                    f"Hugging Face Hub ({type(e).__name__}); without network use data.path=DIR"
-                ) from e
-            if len(ds) == 0:
-                raise UserError(f"the {split} split ({name}) of {self.hub_id} is empty")
-            out[split] = (_class_labels_to_names(ds), ds._fingerprint)
+            if name is not None:
+                ds = read_hub_split(self.hub_id, self.hub_config, split, name)
+                out[split] = (ds, ds._fingerprint)
         return out
 
     def raw_split(self, split: str) -> dict[str, list]:
@@ -379,38 +369,3 @@ class DataModule(L.LightningDataModule):
 def _task_formats(task: Task) -> dict[str, tuple[str, ...]]:
     """The file format a task reads itself, if any: {name: suffixes}."""
     return {task.file_format: tuple(task.file_suffixes)} if task.file_format else {}
-
-
-def _class_labels_to_names(ds: Dataset) -> Dataset:
-    """Hub data sets store labels as ClassLabel ids; tasks see the names (as in local files)."""
-    from datasets import ClassLabel
-
-    conv = {}
-    for col, feat in ds.features.items():
-        if isinstance(feat, ClassLabel):
-            conv[col] = (feat, False)
-        elif isinstance(getattr(feat, "feature", None), ClassLabel):
-            conv[col] = (feat.feature, True)
-    if not conv:
-        return ds
-
-    def name(cl: ClassLabel, i: int) -> str:
-        return cl.int2str(i) if i >= 0 else str(i)  # -1: unlabelled (GLUE test splits)
-
-    def to_names(batch: dict[str, list]) -> dict[str, list]:
-        for col, (cl, is_seq) in conv.items():
-            vals = batch[col]
-            batch[col] = (
-                [[name(cl, i) for i in v] for v in vals] if is_seq else [name(cl, i) for i in vals]
-            )
-        return batch
-
-    from datasets import Features, List, Value
-
-    features = Features(
-        {
-            col: (List(Value("string")) if conv[col][1] else Value("string")) if col in conv else f
-            for col, f in ds.features.items()
-        }
-    )
-    return ds.map(to_names, batched=True, features=features, desc="label names")

@@ -130,3 +130,55 @@ def to_dataset(rows: dict[str, list], file: Path) -> Dataset:
             f"{file}: {where} mixes value types ({str(e).splitlines()[0]}); give each column "
             "values of one type (e.g. quote the numbers)"
         ) from None
+
+
+def read_hub_split(hub_id: str, hub_config: str | None, split: str, name: str) -> Dataset:
+    """Split ``name`` of a Hugging Face hub data set (the cache, or the network once), with
+    ``ClassLabel`` ids turned into their names."""
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(hub_id, hub_config, split=name)
+    except Exception as e:
+        raise UserError(
+            f"cannot load {hub_id!r} ({hub_config}) split {name!r} from the Hugging Face Hub "
+            f"({type(e).__name__}); without network use data.path=DIR"
+        ) from e
+    if len(ds) == 0:
+        raise UserError(f"the {split} split ({name}) of {hub_id} is empty")
+    return _class_labels_to_names(ds)
+
+
+def _class_labels_to_names(ds: Dataset) -> Dataset:
+    """Hub data sets store labels as ClassLabel ids; tasks see the names (as in local files)."""
+    from datasets import ClassLabel
+
+    conv = {}
+    for col, feat in ds.features.items():
+        if isinstance(feat, ClassLabel):
+            conv[col] = (feat, False)
+        elif isinstance(getattr(feat, "feature", None), ClassLabel):
+            conv[col] = (feat.feature, True)
+    if not conv:
+        return ds
+
+    def name(cl: ClassLabel, i: int) -> str:
+        return cl.int2str(i) if i >= 0 else str(i)  # -1: unlabelled (GLUE test splits)
+
+    def to_names(batch: dict[str, list]) -> dict[str, list]:
+        for col, (cl, is_seq) in conv.items():
+            vals = batch[col]
+            batch[col] = (
+                [[name(cl, i) for i in v] for v in vals] if is_seq else [name(cl, i) for i in vals]
+            )
+        return batch
+
+    from datasets import Features, List, Value
+
+    features = Features(
+        {
+            col: (List(Value("string")) if conv[col][1] else Value("string")) if col in conv else f
+            for col, f in ds.features.items()
+        }
+    )
+    return ds.map(to_names, batched=True, features=features, desc="label names")

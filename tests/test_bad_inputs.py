@@ -108,7 +108,7 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], str]] = {
     "NER CoNLL file with a suffix the reader does not know": (
         {"train.annotated": CONLL, "dev.txt": CONLL_DEV},
         ("task=ner", "data.train_file=train.annotated", "data.val_file=dev.txt"),
-        "set data.format to one of: csv, tsv, jsonl, conll",
+        "set data.format to one of: conll, csv, tsv, jsonl",
     ),
     "NER CoNLL lines with different column counts": (
         {"train.txt": "EU NNP B-ORG\nrejects O\n", "dev.txt": CONLL_DEV},
@@ -158,6 +158,50 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], str]] = {
         {},
         ("model.init_from={tmp}/no_run",),
         "is neither a run directory",
+    ),
+    # -- the other tasks ---------------------------------------------------------------------
+    "regression target not a number": (
+        {"train.csv": "text,label\ngood,4.5\nbad,high\n", "dev.csv": "text,label\nok,2\n"},
+        ("task=regression",),
+        "'label' is 'high', not a finite number",
+    ),
+    "multilabel row without labels": (
+        {
+            "train.jsonl": _jsonl({"text": "a", "labels": ["x"]}, {"text": "b", "labels": None}),
+            "dev.jsonl": _jsonl({"text": "a", "labels": ["x", "y"]}),
+        },
+        ("task=multilabel", "data.train_file=train.jsonl", "data.val_file=dev.jsonl"),
+        "row 2 has no value in column 'labels'",
+    ),
+    "multiple choice with uneven candidates": (
+        {
+            "train.jsonl": _jsonl(
+                {"question": "q", "choices": ["a", "b"], "label": 0},
+                {"question": "q", "choices": ["a", "b", "c"], "label": 1},
+            )
+        },
+        ("task=multiple_choice", "data.train_file=train.jsonl", "data.val_file=train.jsonl"),
+        "rows have [2, 3] candidates",
+    ),
+    "multiple choice answer naming no candidate": (
+        {"train.jsonl": _jsonl({"question": "q", "choices": ["a", "b"], "label": "C"})},
+        ("task=multiple_choice", "data.train_file=train.jsonl", "data.val_file=train.jsonl"),
+        "answer 'C' is neither a candidate's 'label'",
+    ),
+    "QA question without an answer (v1)": (
+        {"train.jsonl": _jsonl({"question": "who?", "context": "Ann ran.", "answers": []})},
+        ("task=qa", "data.train_file=train.jsonl", "data.val_file=train.jsonl"),
+        "set task.unanswerable=true",
+    ),
+    "QA file that is not SQuAD JSON": (
+        {"train.json": '{"version": "1.1"}'},
+        ("task=qa", "data.train_file=train.json", "data.val_file=train.json"),
+        "is not SQuAD JSON",
+    ),
+    "header-less TSV with too few columns named": (
+        {"train.tsv": "good film\tpositive\textra\n"},
+        ("data.train_file=train.tsv", "data.columns=[text,label]"),
+        "3 fields where data.columns names 2",
     ),
     # -- optimisation and trainer ----------------------------------------------------------
     "negative optim.lr": ({}, ("optim.lr=-0.1",), "optim.lr must be > 0"),

@@ -91,8 +91,8 @@ def test_unknown_override_exits_nonzero_with_choices():
     proc = run_cli("data=sst3")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: unknown data 'sst3'; choose one of: conll2003, quickstart, sst2, wikitext2. "
-        "Did you mean 'sst2'?"
+        "error: unknown data 'sst3'; choose one of: commonsenseqa, conll2003, goemotions, mrpc, "
+        "quickstart, squad, sst2, stsb, wikitext2. Did you mean 'sst2'?"
     )
 
 

@@ -13,7 +13,8 @@ from collections import Counter
 import pytest
 import torch
 
-from tasks.qa import QuestionAnswering, SquadScores
+from tasks.qa import QuestionAnswering
+from tasks.squad import SquadScores
 from tests.conftest import ROOT
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
