@@ -58,9 +58,9 @@ def main() -> None:
     import lightning as L
     from hydra import compose, initialize_config_dir
 
+    from framework.build import build
     from framework.config import register_resolvers
     from framework.loggers import instantiate_all
-    from framework.train import build
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

@@ -21,10 +21,8 @@ from framework.errors import UserError
 
 
 def evaluate(args: dict[str, Any], overrides: list[str]) -> dict[str, float]:
-    import lightning as L
-
     from framework.data import DataModule
-    from framework.runs import load_run, run_config
+    from framework.runs import inference_trainer, load_run, run_config
 
     split = args["split"]
     if split not in ("val", "test"):
@@ -43,15 +41,7 @@ def evaluate(args: dict[str, Any], overrides: list[str]) -> dict[str, float]:
     datamodule.setup_data(fit=False)
     out_dir = Path(args.get("output_dir") or run_dir / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.get("accelerator", "auto"),
-        devices=1,
-        precision=cfg.trainer.get("precision", "32-true"),
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = inference_trainer(cfg)
     module.draw_figures = True
     run = trainer.validate if split == "val" else trainer.test
     (result,) = run(module, dataloaders=datamodule._loader(split), verbose=False)

@@ -42,10 +42,8 @@ def read_stdin(task: Any) -> dict[str, list]:
 
 def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
     """The records, in input order (also written to ``output`` or stdout)."""
-    import lightning as L
-
     from framework.data import DataModule
-    from framework.runs import load_run, run_config
+    from framework.runs import inference_trainer, load_run, run_config
 
     run_dir = Path(args["run"])
     cfg = run_config(run_dir, overrides)
@@ -57,15 +55,7 @@ def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
     else:
         rows = datamodule.read_file(Path(args["input"]))
     loader = datamodule.predict_loader(rows)
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.get("accelerator", "auto"),
-        devices=1,
-        precision=cfg.trainer.get("precision", "32-true"),
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = inference_trainer(cfg)
     decoded = module.decode_predictions(trainer.predict(module, loader))
     n = len(next(iter(rows.values())))
     missing = [i for i in range(n) if i not in decoded]

@@ -109,3 +109,19 @@ def load_run(run_dir: Path, cfg: DictConfig, ckpt: str | None = None) -> tuple[A
     module = TaskModule(encoder, task, head)
     module.load_state_dict(state["state_dict"])
     return tokenizer, module.eval()
+
+
+def inference_trainer(cfg: DictConfig) -> Any:
+    """A one-device Lightning ``Trainer`` for predict/evaluate: the run's accelerator and
+    precision, no logger, checkpoints or progress bar."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator=cfg.trainer.get("accelerator", "auto"),
+        devices=1,
+        precision=cfg.trainer.get("precision", "32-true"),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )

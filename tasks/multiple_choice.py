@@ -173,11 +173,7 @@ class MultipleChoice(Task):
     # -- model ----------------------------------------------------------------------------------
 
     def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
-        head = PooledHead(hidden_size, 1, self.dropout)
-        if "pooler.dense.weight" in pretrained:  # BERT checkpoints ship a trained pooler
-            head.pooler.weight.data.copy_(pretrained["pooler.dense.weight"])
-            head.pooler.bias.data.copy_(pretrained["pooler.dense.bias"])
-        return head
+        return PooledHead.build(hidden_size, 1, self.dropout, pretrained)
 
     def output_positions(self, batch: Batch) -> torch.Tensor:
         cls = torch.zeros_like(batch["input_ids"], dtype=torch.bool)  # (B x N, T)
@@ -223,12 +219,7 @@ class MultipleChoice(Task):
             "architectures": ["BertForMultipleChoice"],
             "classifier_dropout": self.dropout,
         }
-        state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
-        state["bert.pooler.dense.weight"] = head.pooler.weight
-        state["bert.pooler.dense.bias"] = head.pooler.bias
-        state["classifier.weight"] = head.classifier.weight
-        state["classifier.bias"] = head.classifier.bias
-        return config, state
+        return config, head.hf_state(hf_encoder_state)
 
     def synthetic_rows(self, n: int, seed: int) -> dict[str, list]:
         rng = random.Random(seed)

@@ -28,6 +28,26 @@ class PooledHead(nn.Module):
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
 
+    @classmethod
+    def build(
+        cls, hidden_size: int, num_outputs: int, dropout: float, pretrained: dict[str, torch.Tensor]
+    ) -> PooledHead:
+        """A head whose pooler is the checkpoint's trained one when it ships one (BERT)."""
+        head = cls(hidden_size, num_outputs, dropout)
+        if "pooler.dense.weight" in pretrained:
+            head.pooler.weight.data.copy_(pretrained["pooler.dense.weight"])
+            head.pooler.bias.data.copy_(pretrained["pooler.dense.bias"])
+        return head
+
+    def hf_state(self, hf_encoder_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The ``BertFor...`` state dict: the encoder under ``bert.``, pooler and classifier."""
+        state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
+        state["bert.pooler.dense.weight"] = self.pooler.weight
+        state["bert.pooler.dense.bias"] = self.pooler.bias
+        state["classifier.weight"] = self.classifier.weight
+        state["classifier.bias"] = self.classifier.bias
+        return state
+
     def forward(self, cls: torch.Tensor) -> torch.Tensor:  # (B, H) [CLS] vectors -> (B, C)
         pooled = torch.tanh(self.pooler(cls))  # (B, H)
         return self.classifier(self.dropout(pooled))
@@ -106,11 +126,7 @@ class SequenceTask(Task):
     # -- model ----------------------------------------------------------------------------------
 
     def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
-        head = PooledHead(hidden_size, self.num_outputs, self.dropout)
-        if "pooler.dense.weight" in pretrained:  # BERT checkpoints ship a trained pooler
-            head.pooler.weight.data.copy_(pretrained["pooler.dense.weight"])
-            head.pooler.bias.data.copy_(pretrained["pooler.dense.bias"])
-        return head
+        return PooledHead.build(hidden_size, self.num_outputs, self.dropout, pretrained)
 
     def output_positions(self, batch: Batch) -> torch.Tensor:
         """The [CLS] position of every row: the encoder's last layer computes only these."""
@@ -134,12 +150,7 @@ class SequenceTask(Task):
             "classifier_dropout": self.dropout,
             **self.export_config(),
         }
-        state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
-        state["bert.pooler.dense.weight"] = head.pooler.weight
-        state["bert.pooler.dense.bias"] = head.pooler.bias
-        state["classifier.weight"] = head.classifier.weight
-        state["classifier.bias"] = head.classifier.bias
-        return config, state
+        return config, head.hf_state(hf_encoder_state)
 
     def synthetic_texts(self, n: int, seed: int) -> tuple[dict[str, list], list[int]]:
         """``n`` rows of text (two kinds, alternating) and each row's kind (0 or 1)."""

@@ -149,7 +149,7 @@ def test_wandb_goes_offline_without_an_api_key(tmp_path, monkeypatch):
 
 
 def test_max_length_beyond_the_models_positions_is_refused(tmp_path):
-    from framework.train import build
+    from framework.build import build
 
     cfg = compose("model=tiny", "data.max_length=600", f"paths.output_dir={tmp_path}")
     with pytest.raises(UserError, match="exceeds the model's 512 positions"):

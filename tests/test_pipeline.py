@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from framework.build import build
 from framework.pretrained import load_pretrained
-from framework.train import build
 from tests.conftest import FAST, compose, run_cli
 
 TEXT = [

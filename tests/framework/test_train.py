@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from framework.train import build
+from framework.build import build
 from tests.conftest import FAST, compose, run_cli
 
 

@@ -1,0 +1,69 @@
+"""Everything a training run is made of, built from its config: tokenizer, data module (splits
+encoded), encoder, task and the generic module. ``framework.train`` fits what this builds."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from framework.errors import UserError
+
+
+def build(cfg: DictConfig) -> tuple:
+    """(tokenizer, datamodule with encoded splits, module) as configured; nothing trained."""
+    from transformers import AutoTokenizer
+
+    from framework.data import DataModule
+    from framework.module import TaskModule
+    from framework.pretrained import build_encoder, resolve_init_from
+    from framework.registry import build_task, import_task_packages
+    from framework.tokenizer import run_tokenizer
+
+    m = cfg.model
+    init_from = m.get("init_from")
+    import_task_packages(cfg.task_packages)
+    task = build_task(cfg.task)
+    data_args = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = DataModule(task, None, seed=cfg.seed, **data_args)
+    if m.get("train_tokenizer"):
+        tok_path = str(run_tokenizer(cfg, datamodule))
+    elif init_from:  # the run's tokenizer goes with its encoder (model.tokenizer is not read)
+        tok_path = str(resolve_init_from(init_from)[0])
+    else:
+        tok_path = m.tokenizer or m.name_or_path
+    if not tok_path:
+        raise UserError("set model.tokenizer (a tokenizer directory or hub id) for model.preset")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, use_fast=True)
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"cannot load a tokenizer from {tok_path!r}: {str(e).splitlines()[0]}"
+        ) from e
+    datamodule.tokenizer = tokenizer
+    datamodule.setup_data()
+    m = cfg.model
+    encoder, extra = build_encoder(
+        m.name_or_path,
+        m.preset,
+        m.attn_impl,
+        len(tokenizer),
+        m.attention_dropout,
+        m.get("hidden_dropout"),
+        init_from,
+        from_scratch=bool(m.get("from_scratch", False)),
+    )
+    encoder.unpad = bool(m.get("unpad", False))
+    if len(tokenizer) > encoder.cfg.vocab_size:  # its ids would index past the embeddings
+        raise UserError(
+            f"the tokenizer ({tok_path}) has {len(tokenizer)} tokens but the model's embeddings "
+            f"have {encoder.cfg.vocab_size} rows; use the model's own tokenizer "
+            "(model.tokenizer=null) or a model whose vocabulary holds it"
+        )
+    positions = encoder.cfg.max_position_embeddings - encoder.cfg.position_offset
+    if datamodule.max_length > positions:
+        raise UserError(
+            f"data.max_length={datamodule.max_length} exceeds the model's {positions} "
+            "positions; lower data.max_length"
+        )
+    head = task.build_head(encoder.cfg.hidden_size, extra)
+    module = TaskModule(encoder, task, head, **cfg.optim)
+    return tokenizer, datamodule, module
