@@ -145,6 +145,25 @@ def _dropouts(cfg) -> dict:
     }
 
 
+def recipe_optimizer(model, cfg, n_train: int, head: tuple[str, ...]) -> tuple:
+    """(fused AdamW, linear warm-up/decay schedule) as the composed recipe configures them: no
+    decay on 1-d parameters, the parameters named ``head*`` at lr x ``optim.head_lr_scale``."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    o = cfg.optim
+    groups = []
+    for is_head in (False, True):
+        lr = o.lr * (o.head_lr_scale if is_head else 1.0)
+        params = [(k, p) for k, p in model.named_parameters() if k.startswith(head) == is_head]
+        for decay in (True, False):
+            ps = [p for _, p in params if (p.ndim > 1) == decay]
+            groups.append({"params": ps, "lr": lr, "weight_decay": o.weight_decay if decay else 0})
+    opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=True)
+    steps = -(-n_train // cfg.data.batch_size) * cfg.trainer.max_epochs
+    return opt, get_linear_schedule_with_warmup(opt, int(o.warmup_ratio * steps), steps)
+
+
 def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: bool) -> dict:
     """One HF Trainer run in this process, configured from the composed tasklight recipe."""
     import torch
@@ -156,7 +175,6 @@ def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: boo
         Trainer,
         TrainerCallback,
         TrainingArguments,
-        get_linear_schedule_with_warmup,
     )
 
     from framework.config import register_resolvers
@@ -164,24 +182,14 @@ def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: boo
     register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*recipe(name, data, n, seed), "paths.output_dir=/tmp/x"])
-    d, o = cfg.data, cfg.optim
+    d = cfg.data
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     torch.manual_seed(seed)
     build = sst2_side if name == "sst2" else conll2003_side
     train, dev, model, metric = build(cfg, data, n, seed, tokenizer)
     collator = DataCollatorWithPadding if name == "sst2" else DataCollatorForTokenClassification
     # The recipe's parameter groups: no decay on 1-d parameters, the head at lr x head_lr_scale.
-    groups = []
-    head = ("bert.pooler.", "classifier.")
-    for is_head in (False, True):
-        lr = o.lr * (o.head_lr_scale if is_head else 1.0)
-        params = [(k, p) for k, p in model.named_parameters() if k.startswith(head) == is_head]
-        for decay in (True, False):
-            ps = [p for _, p in params if (p.ndim > 1) == decay]
-            groups.append({"params": ps, "lr": lr, "weight_decay": o.weight_decay if decay else 0})
-    opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=True)
-    steps = -(-len(train) // d.batch_size) * cfg.trainer.max_epochs
-    sched = get_linear_schedule_with_warmup(opt, int(o.warmup_ratio * steps), steps)
+    opt, sched = recipe_optimizer(model, cfg, len(train), ("bert.pooler.", "classifier."))
 
     class StepTimer(TrainerCallback):
         seconds, steps, _start = 0.0, 0, 0.0

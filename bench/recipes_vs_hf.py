@@ -78,7 +78,7 @@ def hf_model(cfg, task):
     return cls.from_pretrained(m.name_or_path, **kwargs)
 
 
-def hf_batch(task, batch: dict, training: bool) -> dict:
+def hf_batch(task, batch: dict) -> dict:
     """tasklight's collated batch -> the HF model's keyword arguments."""
     out = task.hf_inputs(batch)
     if "labels" in batch:
@@ -99,10 +99,10 @@ def run_hf(name: str, data: Path, seed: int) -> dict:
         AutoTokenizer,
         Trainer,
         TrainingArguments,
-        get_linear_schedule_with_warmup,
     )
 
     import tasks  # noqa: F401  (registers the tasks)
+    from bench.finetune_vs_hf import recipe_optimizer
     from framework.config import register_resolvers
     from framework.data import DataModule
     from framework.registry import build_task
@@ -110,26 +110,15 @@ def run_hf(name: str, data: Path, seed: int) -> dict:
     register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides(name, data, seed), "paths.output_dir=/tmp/x"])
-    d, o = cfg.data, cfg.optim
+    d = cfg.data
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     task = build_task(cfg.task)
     dm = DataModule(task, tokenizer, seed=seed, **OmegaConf.to_container(d, resolve=True))
     dm.setup_data()  # the same features tasklight trains on
     torch.manual_seed(seed)
     model = hf_model(cfg, task)
-    groups = []
-    for is_head in (False, True):
-        lr = o.lr * (o.head_lr_scale if is_head else 1.0)
-        params = [
-            (k, p) for k, p in model.named_parameters() if k.startswith(HEAD_PREFIXES) == is_head
-        ]
-        for decay in (True, False):
-            ps = [p for _, p in params if (p.ndim > 1) == decay]
-            groups.append({"params": ps, "lr": lr, "weight_decay": o.weight_decay if decay else 0})
-    opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=True)
     train = dm.splits["train"]
-    steps = -(-len(train) // d.batch_size) * cfg.trainer.max_epochs
-    sched = get_linear_schedule_with_warmup(opt, int(o.warmup_ratio * steps), steps)
+    opt, sched = recipe_optimizer(model, cfg, len(train), HEAD_PREFIXES)
     pad = tokenizer.pad_token_id
 
     with tempfile.TemporaryDirectory() as out:
@@ -153,7 +142,7 @@ def run_hf(name: str, data: Path, seed: int) -> dict:
             model=model,
             args=args,
             train_dataset=train,
-            data_collator=lambda feats: hf_batch(task, task.collate(feats, pad), True),
+            data_collator=lambda feats: hf_batch(task, task.collate(feats, pad)),
             optimizers=(opt, sched),
         )
         trainer.train()
