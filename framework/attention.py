@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,6 +83,25 @@ def half_precision(device: torch.device, dtype: torch.dtype) -> bool:
     if torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type) in half
     return dtype in half
+
+
+def use_varlen(device: torch.device, dtype: torch.dtype, dropout: float) -> bool:
+    """Whether the varlen kernel can run on CUDA ``device`` for weights of ``dtype`` with this
+    attention dropout; when it cannot, a warning says why (the caller falls back to SDPA)."""
+    reasons = []
+    if not varlen_available():
+        reasons.append("no varlen kernel (torch >= 2.10 or the flash-attn package)")
+    if not half_precision(device, dtype):
+        reasons.append("fp32 (use trainer.precision=bf16-mixed)")
+    if dropout > 0:
+        reasons.append("attention dropout > 0 (model.attention_dropout=0)")
+    if reasons:
+        warnings.warn(
+            "unpadded attention on CUDA falls back to SDPA on the padded layout: "
+            + "; ".join(reasons),
+            stacklevel=4,
+        )
+    return not reasons
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ It owns the position inside the training epoch that checkpoints save (resume).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from functools import partial
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from framework.cache_keys import encoding_key, fingerprint
 from framework.errors import UserError
 from framework.readers import TABLE_FORMATS, guess_format, read_hub_split, read_table, to_dataset
 from framework.sampling import (
@@ -30,29 +30,6 @@ from framework.task import Task
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-def encoding_version(task: Task) -> str:
-    """A hash of the code that turns the task's rows into features: the source of the task's
-    module and of its ``encode`` (which may live elsewhere, e.g. a subclass or a patch), and the
-    versions of the tokenizer libraries. Part of the cache key of encoded splits."""
-    import inspect
-    import sys
-
-    import tokenizers
-    import transformers
-
-    parts = [tokenizers.__version__, transformers.__version__]
-    for obj in (sys.modules.get(type(task).__module__), type(task).encode):
-        try:
-            parts.append(inspect.getsource(obj))
-        except (OSError, TypeError):  # no source (built in, frozen): its qualified name
-            parts.append(getattr(obj, "__qualname__", repr(obj)))
-    return _fingerprint(*parts)
-
-
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
 
 
 class DataModule(L.LightningDataModule):
@@ -162,7 +139,7 @@ class DataModule(L.LightningDataModule):
                 file = Path(self.path) / name
                 rows = self.read_file(file)
                 st = file.stat()
-                key = _fingerprint(str(file.resolve()), st.st_size, st.st_mtime_ns)
+                key = fingerprint(str(file.resolve()), st.st_size, st.st_mtime_ns)
                 out[split] = (to_dataset(rows, file), key)
             return out
         for split, name in self.hub_splits.items():
@@ -209,11 +186,7 @@ class DataModule(L.LightningDataModule):
         if fit:
             self.task.setup(raw["train"][0][:])
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        vocab = sorted(self.tokenizer.get_vocab().items())  # two trained vocabularies differ here
-        tok_id = (self.tokenizer.name_or_path, type(self.tokenizer).__name__, _fingerprint(vocab))
-        # What setup learned and the options: derived (underscore) attributes are not the key.
-        task_state = sorted((k, repr(v)) for k, v in vars(self.task).items() if k[0] != "_")
-        code = encoding_version(self.task)  # a changed encoding never reads stale features
+        encoding = encoding_key(self.task, self.tokenizer, self.max_length)
         for split, (ds, source_key) in raw.items():
             limit = self.limits[split]
             if limit is not None and limit < len(ds):
@@ -222,16 +195,7 @@ class DataModule(L.LightningDataModule):
                 raise UserError(f"the {split} split is empty after data.max_*_samples={limit}")
             if split != "train":  # raw fields a task's decode or metrics read (QA contexts)
                 self.task.keep_rows(split, ds.to_dict())
-            key = _fingerprint(
-                source_key,
-                limit,
-                self.seed,
-                tok_id,
-                self.max_length,
-                self.task.name,
-                task_state,
-                code,
-            )
+            key = fingerprint(source_key, limit, self.seed, encoding)
             encoded = ds.map(
                 partial(self.task.encode, tokenizer=self.tokenizer, max_length=self.max_length),
                 batched=True,

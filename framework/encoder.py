@@ -1,20 +1,15 @@
-"""A BERT-compatible transformer encoder in plain torch.
+"""A BERT-compatible transformer encoder in plain torch: the spec of the model, top to bottom.
 
-This file is the spec of the model: read it top to bottom. It depends on torch only (no Lightning,
-Hydra or DictConfig). Weights are laid out like Hugging Face's ``BertModel`` except that the query,
-key and value projections of each layer are fused into one ``qkv`` Linear (one GEMM instead of
-three); ``framework/convert.py`` converts configs and state dicts both ways. RoBERTa,
-DistilBERT and ELECTRA are the same post-LayerNorm block with other names, a position offset
-(RoBERTa), no segment embeddings (DistilBERT) or a projection after the embeddings (ELECTRA-small):
-two config fields cover them.
+Depends on torch only. Weights are laid out like Hugging Face's ``BertModel`` except that each
+layer's query, key and value projections are one fused ``qkv`` Linear (``framework/convert.py``
+converts both ways). RoBERTa, DistilBERT and ELECTRA are the same post-LayerNorm block with a
+position offset (RoBERTa), no segment embeddings (DistilBERT) or a projection after the
+embeddings (ELECTRA-small).
 
-Attention goes through one function, ``attention``, with two back-ends chosen at run time:
-``sdpa`` (``torch.nn.functional.scaled_dot_product_attention``, fused) and ``math`` (the plain
-reference). The unpadded path (``unpad=True``) runs everything but attention on the real tokens
-only; its attention runs, on CUDA, a variable-length FlashAttention kernel on the real tokens
-(``varlen_attention``: torch's own, else the ``flash-attn`` package's) when the inputs are half
-precision and attention dropout is off, and on CPU SDPA per length bucket of the batch's rows
-(``length_buckets``).
+Attention goes through ``framework.attention``: ``sdpa`` (fused) or ``math`` (the reference).
+The unpadded path (``unpad=True``) runs everything but attention on the real tokens only; its
+attention is a variable-length kernel on CUDA (half precision, no attention dropout), else SDPA
+per length bucket of the batch's rows on CPU.
 
 Shapes: B batch, T padded length, H hidden size, N heads, D head size (H = N * D).
 """
@@ -22,7 +17,6 @@ Shapes: B batch, T padded length, H hidden size, N heads, D head size (H = N * D
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -35,10 +29,9 @@ from framework.attention import (
     Unpadded,
     attention,
     bucketed,
-    half_precision,
     selection,
+    use_varlen,
     varlen_attention,
-    varlen_available,
 )
 
 ACTIVATIONS = {
@@ -61,16 +54,13 @@ class EncoderConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     hidden_dropout: float = 0.1
-    # Attention-probability dropout defaults to 0: fused kernels (CPU flash, varlen) need it off,
-    # and fine-tuning results do not depend on it.
+    # Attention-probability dropout: 0 by default, as the fused kernels (varlen) need.
     attention_dropout: float = 0.0
     pad_token_id: int = 0
     initializer_range: float = 0.02
-    # RoBERTa numbers positions from pad_token_id + 1 (= 2): the position table's first rows
-    # are never used.
+    # RoBERTa numbers positions from pad_token_id + 1 (= 2): its first table rows go unused.
     position_offset: int = 0
-    # ELECTRA-small factorises the embeddings: vectors of this size, then a Linear to
-    # hidden_size. None: hidden_size (BERT).
+    # ELECTRA-small: embeddings of this size, then a Linear to hidden_size (None: BERT).
     embedding_size: int | None = None
 
     def __post_init__(self) -> None:
@@ -178,9 +168,8 @@ class Layer(nn.Module):
         impl: AttnImpl,
         real: Unpadded,
     ) -> torch.Tensor:  # (n, H)
-        """Linear layers, norms and activations run on the n real tokens. Attention: the varlen
-        kernel on them (``real.cu``), or SDPA per length bucket (``real.buckets``), or SDPA on
-        the (B, T) layout (the projections scattered into a zero block and gathered back)."""
+        """Linears, norms and activations on the n real tokens. Attention: the varlen kernel
+        (``real.cu``), SDPA per length bucket (``real.buckets``), or SDPA on the (B, T) layout."""
         H = x.size(-1)
         if real.cu is not None:  # varlen kernel: no padded layout at all
             q, k, v = self.qkv(x).view(-1, 3, self.num_heads, H // self.num_heads).unbind(1)
@@ -209,9 +198,8 @@ class Layer(nn.Module):
         sel: Selection,
         real: Unpadded | None = None,
     ) -> torch.Tensor:  # (M, H)
-        """Outputs at the selected tokens only: every token is a key and a value, only the M
-        selected ones are queries, and the rest of the block (output projection, MLP, norms)
-        runs on those M tokens alone."""
+        """Outputs at the M selected tokens only: every token is a key and a value, the M are
+        the only queries, and the rest of the block runs on those M tokens alone."""
         H = x.size(-1)
         B, T = (real.B, real.T) if real is not None else x.shape[:2]
         p = self.attention_dropout if self.training else 0.0
@@ -278,13 +266,10 @@ class Encoder(nn.Module):
         position_ids: torch.Tensor | None = None,  # (B, T) long: restart in each document
         output_mask: torch.Tensor | None = None,  # (B, T) bool: the outputs a head reads
     ) -> torch.Tensor:  # (B, T, H), or (M, H) with output_mask
-        """With ``segment_ids`` (several documents packed in one row), a token attends only to
-        the tokens of its own segment: the attention mask is block-diagonal.
-
-        With ``output_mask``, returns ``hidden[output_mask]`` (row-major, M selected tokens) and
-        runs the last layer for those tokens only: all tokens still serve as keys and values,
-        but its queries, output projection and MLP cost M/(B*T) of the full layer. Masked-LM
-        training reads 15% of the positions, so this removes ~85% of the last layer's work."""
+        """``segment_ids`` (documents packed in one row): a token attends to its own segment only.
+        ``output_mask``: returns ``hidden[output_mask]`` (M tokens, row-major) and runs the last
+        layer's queries, output projection and MLP for those M tokens only (masked LM reads 15%
+        of the positions: ~85% of the last layer's work saved)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -313,25 +298,12 @@ class Encoder(nn.Module):
         return self.layers[last].forward_selected(x, keep, self.attn_impl, sel)
 
     def _use_varlen(self, device: torch.device, keep: torch.Tensor) -> bool:
-        """Whether the unpadded path runs the varlen kernel: CUDA, half precision, fused
-        attention (``sdpa``), no attention dropout in training, no packed segments."""
+        """Whether the unpadded path runs the varlen kernel: CUDA, fused attention (``sdpa``)
+        and no packed segments, then ``use_varlen``'s checks (which warn when it falls back)."""
         if device.type != "cuda" or self.attn_impl != "sdpa" or keep.size(2) != 1:
             return False
-        dtype = self.embeddings.word_embeddings.weight.dtype
-        reasons = []
-        if not varlen_available():
-            reasons.append("no varlen kernel (torch >= 2.10 or the flash-attn package)")
-        if not half_precision(device, dtype):
-            reasons.append("fp32 (use trainer.precision=bf16-mixed)")
-        if self.training and self.cfg.attention_dropout > 0:
-            reasons.append("attention dropout > 0 (model.attention_dropout=0)")
-        if reasons:
-            warnings.warn(
-                "unpadded attention on CUDA falls back to SDPA on the padded layout: "
-                + "; ".join(reasons),
-                stacklevel=3,
-            )
-        return not reasons
+        dropout = self.cfg.attention_dropout if self.training else 0.0
+        return use_varlen(device, self.embeddings.word_embeddings.weight.dtype, dropout)
 
     def _unpadded(
         self,
@@ -343,9 +315,8 @@ class Encoder(nn.Module):
         output_mask: torch.Tensor | None,  # (B, T) bool, selected positions (real tokens)
     ) -> torch.Tensor:  # (B, T, H), zeros at the padding; or (M, H) with output_mask
         """The pad tokens are removed once, before the embeddings: every Linear, LayerNorm and
-        activation runs on the n real tokens (n, H), which on short-text batches is most of the
-        saving. Attention: a varlen kernel on CUDA; on CPU, SDPA over length buckets of the
-        rows (``length_buckets``), each padded to its own longest row."""
+        activation runs on the n real tokens (n, H). Attention: a varlen kernel on CUDA; on CPU,
+        SDPA over length buckets of the rows, each padded to its own longest row."""
         B, T = input_ids.shape
         idx = attention_mask.flatten().nonzero().squeeze(1)  # (n,)
         real = Unpadded(idx, B, T)
@@ -357,8 +328,8 @@ class Encoder(nn.Module):
             real = bucketed(real, lengths.tolist())
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
-        flat = [t.flatten().index_select(0, real.idx)[None] for t in (input_ids, token_type_ids,
-                                                                       position_ids)]  # fmt: skip
+        ids = (input_ids, token_type_ids, position_ids)
+        flat = [t.flatten().index_select(0, real.idx)[None] for t in ids]  # (1, n) each
         x = self.embeddings(*flat)[0]  # (n, H)
         last = len(self.layers) - 1 if output_mask is not None else len(self.layers)
         for layer in self.layers[:last]:

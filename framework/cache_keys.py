@@ -1,0 +1,42 @@
+"""Cache keys of encoded splits: a changed source file, subset, tokenizer, task option or
+encoding code never reads stale features from the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+from typing import Any
+
+from framework.task import Task
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
+
+
+def encoding_version(task: Task) -> str:
+    """A hash of the code that turns the task's rows into features: the source of the task's
+    module and of its ``encode`` (which may live elsewhere, e.g. a subclass or a patch), and the
+    versions of the tokenizer libraries."""
+    import tokenizers
+    import transformers
+
+    parts = [tokenizers.__version__, transformers.__version__]
+    for obj in (sys.modules.get(type(task).__module__), type(task).encode):
+        try:
+            parts.append(inspect.getsource(obj))
+        except (OSError, TypeError):  # no source (built in, frozen): its qualified name
+            parts.append(getattr(obj, "__qualname__", repr(obj)))
+    return fingerprint(*parts)
+
+
+def encoding_key(task: Task, tokenizer: Any, max_length: int) -> str:
+    """Everything but the source and the subset that decides a split's features: the tokenizer
+    (two trained vocabularies differ in their vocabulary), the maximum length, the task's name,
+    what its ``setup`` learned and its options (underscore attributes are derived, not part of
+    the key), and its encoding code."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    tok_id = (tokenizer.name_or_path, type(tokenizer).__name__, fingerprint(vocab))
+    task_state = sorted((k, repr(v)) for k, v in vars(task).items() if k[0] != "_")
+    return fingerprint(tok_id, max_length, task.name, task_state, encoding_version(task))
