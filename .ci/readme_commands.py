@@ -92,8 +92,9 @@ def main() -> None:
             results.append({"command": line, "skipped": reason})
             print(f"[{i}] skipped ({reason}): {line}", flush=True)
             continue
-        run_dir = runs["pretrain" if "model.init_from=RUN_DIR" in line else "quickstart"]
-        cmd = line.replace("RUN_DIR", run_dir) if "RUN_DIR" in line else line
+        cmd = line
+        if "RUN_DIR" in line:
+            cmd = line.replace("RUN_DIR", runs["pretrain" if "init_from" in line else "quickstart"])
         for name, path in fix.items():
             cmd = re.sub(rf"(?<=[=\s]){re.escape(name)}(?=[\s/]|$)", str(path), cmd)
         start = time.perf_counter()
