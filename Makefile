@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch (lies on disk on the dev machines). GPU users: see README "Install".
+# The CPU build of torch. GPU users: see README "Install".
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 export HF_HUB_OFFLINE ?= 1

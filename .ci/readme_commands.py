@@ -8,11 +8,11 @@ Run it from the root of a fresh clone (``../shared/data`` beside it for the reci
 directory the quickstart printed (for ``model.init_from=RUN_DIR``: the one the pretraining
 recipe printed), ``DIR`` a folder holding ``other_dev.tsv`` (the quickstart dev set as TSV),
 ``new.jsonl`` two sentences, ``my_data`` a small JSON-lines set with ``review``/``stars`` columns.
-Commands this machine cannot run (a CUDA wheel from download.pytorch.org) are listed as skipped
-with the reason; ``make test`` is what ``.ci/run`` runs. Each command's exit status, seconds and
+Commands that need what an offline CPU machine lacks (a CUDA wheel from download.pytorch.org)
+are listed as skipped with the reason; ``make test`` is what ``.ci/run`` runs. Each command's exit status, seconds and
 last output line go to ``--out``; the exit status is 1 when one command failed unexpectedly.
 
-Long: every recipe trains in full (an hour and more on a 2-core CPU), so it is not part of CI.
+Long: every recipe trains in full (an hour and more on a small CPU machine), so it is not part of CI.
 """
 
 from __future__ import annotations
