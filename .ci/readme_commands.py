@@ -9,10 +9,11 @@ directory the quickstart printed (for ``model.init_from=RUN_DIR``: the one the p
 recipe printed), ``DIR`` a folder holding ``other_dev.tsv`` (the quickstart dev set as TSV),
 ``new.jsonl`` two sentences, ``my_data`` a small JSON-lines set with ``review``/``stars`` columns.
 Commands that need what an offline CPU machine lacks (a CUDA wheel from download.pytorch.org)
-are listed as skipped with the reason; ``make test`` is what ``.ci/run`` runs. Each command's exit status, seconds and
-last output line go to ``--out``; the exit status is 1 when one command failed unexpectedly.
+are listed as skipped with the reason; ``make test`` is what ``.ci/run`` runs. Each command's
+exit status, seconds and last output line go to ``--out``; the exit status is 1 when one command
+failed unexpectedly.
 
-Long: every recipe trains in full (an hour and more on a small CPU machine), so it is not part of CI.
+Long: every recipe trains in full (hours on a small CPU machine), so it is not part of CI.
 """
 
 from __future__ import annotations
@@ -100,10 +101,12 @@ def main() -> None:
         start = time.perf_counter()
         proc = subprocess.run(cmd, shell=True, cwd=ROOT, env=env, capture_output=True, text=True)
         seconds = round(time.perf_counter() - start, 1)
-        out = (proc.stdout + proc.stderr).strip().splitlines()
-        last = out[-1] if out else ""
+        error = (proc.stderr.strip().splitlines() or [""])[-1]
+        # the last line of stdout (a run directory, a metric), else of stderr (an error)
+        out = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+        last = error if proc.returncode else (out[-1] if out else "")
         expected = next((e for key, e in EXPECTED_ERROR.items() if key in line), None)
-        ok = proc.returncode == 0 if expected is None else proc.returncode != 0 and expected in last
+        ok = proc.returncode != 0 and expected in error if expected else proc.returncode == 0
         if proc.returncode == 0 and (line == "make train" or "experiment=pretrain" in line):
             runs["quickstart" if line == "make train" else "pretrain"] = proc.stdout.split()[-1]
         results.append(
