@@ -65,8 +65,8 @@ def fixtures(tmp: Path) -> dict[str, Path]:
     my = tmp / "my_data"
     my.mkdir()
     train = list(csv.DictReader((ROOT / "data/quickstart/train.csv").open()))
+    stars = {"positive": 5, "negative": 1}
     for name, rows in (("train.jsonl", train[:120]), ("dev.jsonl", dev[:40])):
-        stars = {"positive": 5, "negative": 1}
         with (my / name).open("w") as f:
             for r in rows:
                 f.write(json.dumps({"review": r["text"], "stars": stars[r["label"]]}) + "\n")

@@ -175,34 +175,33 @@ def test_each_key_is_documented_once_in_the_groups_base(group):
 
 
 def _readme_train_commands() -> list[list[str]]:
-    """The arguments of every ``python -m framework.train`` line in README.md's bash blocks."""
-    import re
+    """The arguments of every ``python -m framework.train`` line in README.md's bash blocks, as
+    ``.ci/readme_commands.py`` (which runs them all) reads them."""
+    import importlib.util
     import shlex
 
     from tests.conftest import ROOT
 
-    text = (ROOT / "README.md").read_text()
-    out = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
-            line = re.sub(r"\s+#\s.*$", "", line).strip()
-            if line.startswith("python -m framework.train"):
-                out.append(shlex.split(line)[3:])
-    return out
+    path = ROOT / ".ci" / "readme_commands.py"
+    spec = importlib.util.spec_from_file_location("readme_commands", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    prefix = "python -m framework.train"
+    return [shlex.split(line)[3:] for line in module.readme_commands() if line.startswith(prefix)]
 
 
 @pytest.mark.parametrize("args", _readme_train_commands(), ids=" ".join)
 def test_every_readme_train_command_composes(args, tmp_path):
     """The docs match the code: each README command passes the override checks and composes
     (a multirun's first combination; ``--cfg job`` prints what this composes)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     from framework.overrides import expand_trainer_overrides
 
     args = [a for a in args if a not in ("-m", "--cfg", "job")]
     check_overrides(args)
     args = [a.split(",")[0] if "=" in a and "[" not in a else a for a in args]  # first of a sweep
     cfg = compose(*expand_trainer_overrides(args), f"paths.output_dir={tmp_path}")
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     for o in OverridesParser.create().parse_overrides(args):  # each landed where the README says
         if "." in o.key_or_group and not o.key_or_group.startswith("hydra"):
             assert OmegaConf.select(cfg, o.key_or_group) == o.value(), o.input_line
