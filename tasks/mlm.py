@@ -11,10 +11,11 @@ words, with ``whole_word``) are chosen; of those 80% become ``[MASK]``, 10% a ra
 10% stay. Special tokens are never chosen. Validation masks are fixed (seeded by the batch's
 content), so validation perplexity is comparable between evaluations and runs.
 
-The head (dense + GELU + LayerNorm, then a decoder tied to the input embeddings) runs only at
-the chosen positions: no vocabulary-sized logits for the other 85% of the tokens, which is most of
-the head's cost. The encoder's last layer, too, computes only the chosen positions' outputs
-(``output_positions``): every token is still a key and a value there. Metrics: masked-token
+The head (dense + GELU + LayerNorm, then a decoder tied to the input embeddings, or with
+``tie_embeddings=false`` a matrix of its own) runs only at the chosen positions: no
+vocabulary-sized logits for the other 85% of the tokens, which is most of the head's cost. The
+encoder's last layer, too, computes only the chosen positions' outputs (``output_positions``):
+every token is still a key and a value there. Metrics: masked-token
 accuracy, perplexity (exp of the mean masked-token cross-entropy) and ``acc_most_frequent``, the
 accuracy of always predicting the most frequent token (the unigram baseline). The export is a
 ``BertForMaskedLM`` (``pipeline("fill-mask")`` loads it).
@@ -50,6 +51,7 @@ class MaskedLM(Task):
         documents: str = "line",
         mlm_probability: float = 0.15,
         whole_word: bool = False,
+        tie_embeddings: bool = True,
     ) -> None:
         if documents not in ("line", "blank"):
             raise UserError(f"task.documents={documents!r}: use line or blank")
@@ -57,6 +59,7 @@ class MaskedLM(Task):
             raise UserError(f"task.mlm_probability must be in (0, 1), got {mlm_probability}")
         self.text_column, self.documents = text_column, documents
         self.mlm_probability, self.whole_word = mlm_probability, whole_word
+        self.tie_embeddings = tie_embeddings
         self.vocab_size: int | None = None
         self.mask_id = self.cls_id = self.sep_id = self.pad_id = None
         self._tokens: list[str] = []  # id -> token, for decoding predictions
@@ -231,13 +234,15 @@ class MaskedLM(Task):
     def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
         if self.vocab_size is None:
             raise UserError("the MLM task has no tokenizer yet (encode or use_tokenizer first)")
-        head = MLMHead(hidden_size, self.vocab_size)
-        for dense, norm, bias in _PRETRAINED_HEADS:  # continued pretraining: keep the head
+        head = MLMHead(hidden_size, self.vocab_size, tied=self.tie_embeddings)
+        for dense, norm, bias, decoder in _PRETRAINED_HEADS:  # continued pretraining: keep it
             if f"{dense}.weight" in pretrained:
                 for mine, theirs in ((head.dense, dense), (head.norm, norm)):
                     mine.weight.data.copy_(pretrained[f"{theirs}.weight"])
                     mine.bias.data.copy_(pretrained[f"{theirs}.bias"])
                 head.bias.data.copy_(pretrained[bias][: self.vocab_size])
+                if head.decoder is not None and decoder in pretrained:  # an untied checkpoint
+                    head.decoder.data.copy_(pretrained[decoder][: self.vocab_size])
                 break
         return head
 
@@ -305,7 +310,7 @@ class MaskedLM(Task):
         self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module
     ) -> tuple[dict, dict[str, torch.Tensor]]:
         config = {**hf_encoder_config, "architectures": ["BertForMaskedLM"],
-                  "tie_word_embeddings": True}  # fmt: skip
+                  "tie_word_embeddings": head.decoder is None}  # fmt: skip
         state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
         p = "cls.predictions."
         state[f"{p}transform.dense.weight"] = head.dense.weight
@@ -313,7 +318,11 @@ class MaskedLM(Task):
         state[f"{p}transform.LayerNorm.weight"] = head.norm.weight
         state[f"{p}transform.LayerNorm.bias"] = head.norm.bias
         state[f"{p}bias"] = head.bias
-        state[f"{p}decoder.weight"] = hf_encoder_state["embeddings.word_embeddings.weight"]
+        state[f"{p}decoder.weight"] = (
+            hf_encoder_state["embeddings.word_embeddings.weight"]
+            if head.decoder is None
+            else head.decoder
+        )
         state[f"{p}decoder.bias"] = head.bias
         return config, state
 

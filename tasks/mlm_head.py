@@ -1,5 +1,6 @@
 """The masked-LM head (``tasks/mlm.py``): BERT's prediction head, its decoder tied to the word
-embeddings, and where the pretrained checkpoints of each family keep theirs."""
+embeddings (or its own matrix, ``task.tie_embeddings=false``), and where the pretrained
+checkpoints of each family keep theirs."""
 
 from __future__ import annotations
 
@@ -11,15 +12,21 @@ from framework.errors import UserError
 
 
 class MLMHead(nn.Module):
-    """BERT's prediction head; the decoder weight is the encoder's word embedding matrix."""
+    """BERT's prediction head; the decoder weight is the encoder's word embedding matrix, or
+    (``tied=False``) a matrix of its own."""
 
-    def __init__(self, hidden_size: int, vocab_size: int, eps: float = 1e-12) -> None:
+    def __init__(
+        self, hidden_size: int, vocab_size: int, eps: float = 1e-12, tied: bool = True
+    ) -> None:
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.norm = nn.LayerNorm(hidden_size, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         nn.init.normal_(self.dense.weight, std=0.02)
         nn.init.zeros_(self.dense.bias)
+        self.decoder: nn.Parameter | None = None
+        if not tied:
+            self.decoder = nn.Parameter(torch.empty(vocab_size, hidden_size).normal_(std=0.02))
         self._embedding: list[nn.Embedding] = []  # not a submodule: the encoder owns it
 
     def tie_to(self, encoder: nn.Module) -> None:
@@ -32,18 +39,25 @@ class MLMHead(nn.Module):
             )
         self._embedding[:] = [words]
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (M, H) -> (M, V)
+    @property
+    def decoder_weight(self) -> torch.Tensor:  # (V, H)
+        if self.decoder is not None:
+            return self.decoder
         if not self._embedding:
             raise RuntimeError("MLMHead.tie_to(encoder) was not called")
+        return self._embedding[0].weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (M, H) -> (M, V)
         h = self.norm(F.gelu(self.dense(h)))
-        return F.linear(h, self._embedding[0].weight, self.bias)
+        return F.linear(h, self.decoder_weight, self.bias)
 
 
 # The MLM heads of BertForMaskedLM, RobertaForMaskedLM and DistilBertForMaskedLM: (dense,
-# LayerNorm, output bias); the decoder is the tied word embedding matrix in each.
+# LayerNorm, output bias, decoder weight); the decoder is the tied word embedding matrix unless
+# the checkpoint was exported untied.
 _PRETRAINED_HEADS = (
     ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-     "cls.predictions.bias"),
-    ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
-    ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias"),
+     "cls.predictions.bias", "cls.predictions.decoder.weight"),
+    ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias", "lm_head.decoder.weight"),
+    ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias", "vocab_projector.weight"),
 )  # fmt: skip

@@ -128,13 +128,19 @@ def test_packed_documents_do_not_attend_to_each_other(tokenizer):
     assert torch.equal(changed[seg == 0], packed[seg == 0])
 
 
-def test_export_is_a_fill_mask_model_with_the_same_logits(tokenizer, tmp_path):
-    task = _task(tokenizer)
+@pytest.mark.parametrize("tied", [True, False])
+def test_export_is_a_fill_mask_model_with_the_same_logits(tokenizer, tmp_path, tied):
+    task = _task(tokenizer, tie_embeddings=tied)
     torch.manual_seed(0)
     encoder = Encoder(preset("tiny", vocab_size=len(tokenizer)))
     module = TaskModule(encoder, task, task.build_head(encoder.cfg.hidden_size, {})).eval()
+    words = encoder.embeddings.word_embeddings.weight
+    assert (module.head.decoder_weight is words) == tied  # untied: a matrix of its own
     out_dir = export_hf(module, tokenizer, tmp_path / "export")
     hf = transformers.BertForMaskedLM.from_pretrained(out_dir, attn_implementation="eager").eval()
+    decoder = hf.get_output_embeddings().weight
+    assert (decoder.data_ptr() == hf.get_input_embeddings().weight.data_ptr()) == tied
+    assert torch.equal(decoder, module.head.decoder_weight.detach())
     # One document per row (HF has no packed attention): compare on single documents.
     single = task.collate([_rows(task, tokenizer, [t], max_length=64)[0] for t in TEXTS[:3]], 0)
     assert single["segment_ids"].max() == 0
@@ -148,8 +154,9 @@ def test_export_is_a_fill_mask_model_with_the_same_logits(tokenizer, tmp_path):
     assert len(preds) == 3 and all("token_str" in p for p in preds)
 
 
-def test_continued_pretraining_keeps_a_checkpoints_mlm_head(tokenizer, tmp_path):
-    task = _task(tokenizer)
+@pytest.mark.parametrize("tied", [True, False])
+def test_continued_pretraining_keeps_a_checkpoints_mlm_head(tokenizer, tmp_path, tied):
+    task = _task(tokenizer, tie_embeddings=tied)
     torch.manual_seed(0)
     encoder = Encoder(preset("tiny", vocab_size=len(tokenizer)))
     module = TaskModule(encoder, task, task.build_head(encoder.cfg.hidden_size, {}))
@@ -162,6 +169,8 @@ def test_continued_pretraining_keeps_a_checkpoints_mlm_head(tokenizer, tmp_path)
     head = task.build_head(encoder.cfg.hidden_size, extra)
     assert torch.equal(head.bias, module.head.bias)
     assert torch.equal(head.dense.weight, module.head.dense.weight)
+    if not tied:  # the untied decoder comes back too
+        assert torch.equal(head.decoder, module.head.decoder)
     # a checkpoint without an MLM head (BertModel) gets a new one
     assert task.build_head(encoder.cfg.hidden_size, {}).bias.abs().sum() == 0
 
