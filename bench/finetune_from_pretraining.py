@@ -2,9 +2,9 @@
 architecture from random weights), 3 seeds each, through the entry point, in one invocation.
 
 Each arm is a set of overrides added to the same command (``experiment=sst2`` on the first
-``--train-samples`` sentences' seeded subset, 1 epoch, plus ``--set``, the overrides both arms
-share). Prints and writes (``--out``) dev accuracy per seed, the means, the spreads (max - min
-over seeds) and whether the gain beats the larger spread.
+``--train-samples`` sentences' seeded subset, ``--epochs`` epochs (1), plus ``--set``, the
+overrides both arms share). Prints and writes (``--out``) dev accuracy per seed, the means,
+the spreads (max - min over seeds) and whether the gain beats the larger spread.
 
     # wikitext-2 pretraining vs the same architecture and tokenizer from random weights
     python bench/finetune_from_pretraining.py --data ../shared/data/sst2 \\
@@ -28,10 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def finetune(data: Path, samples: int, seed: int, overrides: list[str], out: Path) -> dict:
+def finetune(
+    data: Path, samples: int, epochs: int, seed: int, overrides: list[str], out: Path
+) -> dict:
     args = [
         sys.executable, "-m", "framework.train", "experiment=sst2", f"data.path={data}",
-        f"data.max_train_samples={samples}", "trainer.max_epochs=1", f"seed={seed}",
+        f"data.max_train_samples={samples}", f"trainer.max_epochs={epochs}", f"seed={seed}",
         "callbacks=none", f"hydra.run.dir={out}", *overrides,
     ]  # fmt: skip
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
@@ -46,6 +48,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="folder with SST-2's GLUE TSV files")
     ap.add_argument("--arm", action="append", required=True, help="NAME=OVERRIDES (twice)")
     ap.add_argument("--train-samples", type=int, default=8000)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", nargs="*", default=[], help="overrides both arms share")
     ap.add_argument("--out", type=Path, help="write the results here (JSON)")
@@ -58,7 +61,8 @@ def main() -> None:
         for seed in a.seeds:
             for arm, overrides in arms.items():
                 out = Path(tmp) / f"{arm}{seed}"
-                r = finetune(a.data.resolve(), a.train_samples, seed, [*overrides, *a.set], out)
+                over = [*overrides, *a.set]
+                r = finetune(a.data.resolve(), a.train_samples, a.epochs, seed, over, out)
                 results[arm].append({"seed": seed, **r})
                 print(f"{arm} seed {seed}: dev acc {r['acc']:.4f} ({r['train_seconds']:.0f} s)")
     summary = {"command": sys.argv[1:], "arms": {}}
