@@ -192,9 +192,13 @@ class QuestionAnswering(Task):
         start, end = logits.unbind(-1)  # (B, T) each
         loss = None
         if "start_positions" in batch:
+            # Padding is not a candidate position: left in the softmax, the unpadded encoder's
+            # zero output there gives every pad the logit `bias`, a floor that the answer's
+            # logit has to beat (and that moves with the batch's longest row).
+            pad = ~batch["attention_mask"].bool()
             loss = (
-                F.cross_entropy(start, batch["start_positions"])
-                + F.cross_entropy(end, batch["end_positions"])
+                F.cross_entropy(start.masked_fill(pad, -1e4), batch["start_positions"])
+                + F.cross_entropy(end.masked_fill(pad, -1e4), batch["end_positions"])
             ) / 2
         scores, first, last = self.spans(start, end, batch["starts"] >= 0, self.n_best)
         starts = torch.gather(batch["starts"], 1, first)  # (B, K) character offsets

@@ -143,3 +143,22 @@ def test_unanswerable_prefers_the_empty_answer_when_cls_scores_higher():
                   torch.tensor([5, 18]), torch.tensor([9.0, 1.0]))  # fmt: skip
     values = metric.compute()
     assert float(values["exact_match"]) == 100.0
+
+
+def test_loss_of_a_window_does_not_depend_on_the_padding_beside_it():
+    task = QuestionAnswering()
+    head = torch.nn.Linear(4, 2)
+    torch.nn.init.normal_(head.bias, std=1.0)  # pads would score the bias if left in
+    hidden = torch.randn(1, 5, 4)
+    short = {"attention_mask": torch.ones(1, 5, dtype=torch.long),
+             "starts": torch.tensor([[-1, 0, 2, 4, -1]]), "ends": torch.tensor([[-1, 1, 3, 5, -1]]),
+             "start_positions": torch.tensor([1]), "end_positions": torch.tensor([2])}  # fmt: skip
+    padded = {k: v for k, v in short.items()}
+    padded["attention_mask"] = torch.cat([short["attention_mask"], torch.zeros(1, 7).long()], 1)
+    for key in ("starts", "ends"):
+        padded[key] = torch.cat([short[key], torch.full((1, 7), -1)], 1)
+    # the unpadded encoder's output at padding: zeros
+    with_pads = torch.cat([hidden, torch.zeros(1, 7, 4)], 1)
+    a = task.step(head, hidden, short)["loss"]
+    b = task.step(head, with_pads, padded)["loss"]
+    assert torch.allclose(a, b, atol=1e-6) and a > 0
