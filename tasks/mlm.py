@@ -15,10 +15,10 @@ The head (dense + GELU + LayerNorm, then a decoder tied to the input embeddings,
 ``tie_embeddings=false`` a matrix of its own) runs only at the chosen positions: no
 vocabulary-sized logits for the other 85% of the tokens, which is most of the head's cost. The
 encoder's last layer, too, computes only the chosen positions' outputs (``output_positions``):
-every token is still a key and a value there. Metrics: masked-token
-accuracy, perplexity (exp of the mean masked-token cross-entropy) and ``acc_most_frequent``, the
-accuracy of always predicting the most frequent token (the unigram baseline). The export is a
-``BertForMaskedLM`` (``pipeline("fill-mask")`` loads it).
+every token is still a key and a value there. Metrics: masked-token accuracy, perplexity (exp of
+the mean masked-token cross-entropy) and ``acc_most_frequent``, the accuracy of always predicting
+the most frequent token (the unigram baseline). The export is a ``BertForMaskedLM``
+(``pipeline("fill-mask")`` loads it).
 """
 
 from __future__ import annotations
@@ -318,11 +318,7 @@ class MaskedLM(Task):
         state[f"{p}transform.LayerNorm.weight"] = head.norm.weight
         state[f"{p}transform.LayerNorm.bias"] = head.norm.bias
         state[f"{p}bias"] = head.bias
-        state[f"{p}decoder.weight"] = (
-            hf_encoder_state["embeddings.word_embeddings.weight"]
-            if head.decoder is None
-            else head.decoder
-        )
+        state[f"{p}decoder.weight"] = head.decoder_weight
         state[f"{p}decoder.bias"] = head.bias
         return config, state
 
