@@ -120,6 +120,77 @@ class RNGStateCallback(Callback):
         set_rng_states(states[trainer.global_rank % len(states)])
 
 
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is the state after every validation (or epoch).
+
+    Written here for two reasons. Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint
+    is written at the same step, so after an epoch that does not improve the monitored metric
+    ``last.ckpt`` stays behind and a resumed run repeats the epochs since the best one. And when
+    both are written at the same step they hold the same training state: ``last.ckpt`` becomes a
+    hard link to the best file instead of a second copy (half the disk and write time of a
+    one-epoch run). A hard link, not Lightning's ``save_last="link"`` symlink: removing or
+    atomically replacing one name leaves the other file intact, and the symlink variant points
+    at the latest top-k file, not at the latest state.
+    """
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer)
+        due = due and self._should_save_on_train_epoch_end(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        self._catch_up_last(trainer, due)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer)
+        due = due and not self._should_save_on_train_epoch_end(trainer)
+        super().on_validation_end(trainer, pl_module)
+        self._catch_up_last(trainer, due)
+
+    def _catch_up_last(self, trainer, due: bool) -> None:
+        """Writes ``last.ckpt`` when Lightning saved nothing at a step where it was due."""
+        if due and self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_last_checkpoint(self, trainer, monitor_candidates: dict[str, Any]) -> None:
+        source = self._last_checkpoint_saved
+        filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        same_state = (
+            self.save_last is True
+            and self._last_global_step_saved == trainer.global_step
+            and bool(source)
+            and os.path.abspath(source) != os.path.abspath(filepath)
+        )
+        # Every process takes the same branch: rank 0 looks at the (maybe node-local) disk.
+        linked = False
+        if same_state:
+            if trainer.is_global_zero:
+                linked = _hard_link(Path(source), Path(filepath))
+            linked = trainer.strategy.broadcast(linked, src=0)
+        if not linked:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+            return
+        trainer.strategy.barrier("BestAndLastCheckpoint")
+        previous, self.last_model_path = self.last_model_path, filepath
+        if previous and self._should_remove_checkpoint(trainer, previous, filepath):
+            self._remove_checkpoint(trainer, previous)
+
+
+def _hard_link(source: Path, target: Path) -> bool:
+    """``target`` becomes another name of ``source`` (atomically: link beside it, rename);
+    False where that cannot be done (not a plain file, a file system without hard links)."""
+    if not source.is_file():  # e.g. a sharded (FSDP) checkpoint is a folder
+        return False
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    _fsync_dir(target.parent)
+    return True
+
+
 class StepCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` every N steps, except after the last batch of an epoch.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,8 @@ def test_fast_run_writes_a_complete_run_directory(fast_run):
     )
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     m = _metrics(run_dir)
+    # one epoch: the best and the last checkpoint are one state, written once (a hard link)
+    assert os.path.samefile(run_dir / "checkpoints" / "last.ckpt", m["best_checkpoint"])
     assert {"val/acc", "val/f1", "val/mcc", "val/loss", "fit_seconds"} <= set(m)
     assert 0.0 <= m["val/acc"] <= 1.0 and m["fit_seconds"] > 0
     # training batches only: less than fit, which also validates and writes checkpoints
@@ -94,6 +97,20 @@ def test_unknown_override_exits_nonzero_with_choices():
         "error: unknown data 'sst3'; choose one of: commonsenseqa, conll2003, goemotions, mrpc, "
         "quickstart, squad, sst2, stsb, wikitext2. Did you mean 'sst2'?"
     )
+
+
+def test_last_checkpoint_follows_epochs_that_do_not_improve(tmp_path):
+    # lr ~0: the validation accuracy never changes, so only epoch 0 is "best" (Lightning 2.6
+    # alone would leave last.ckpt at epoch 0's step)
+    proc = run_cli(*FAST, "trainer.max_epochs=3", "optim.lr=1e-12", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpts = tmp_path / "checkpoints"
+    best = Path(_metrics(tmp_path)["best_checkpoint"])
+    steps = {p.name: torch.load(p, weights_only=False)["global_step"] for p in ckpts.iterdir()}
+    per_epoch = steps[best.name]
+    assert best.name.startswith("best-epoch0") and per_epoch > 0
+    assert steps["last.ckpt"] == 3 * per_epoch  # the end of the last epoch
+    assert not os.path.samefile(ckpts / "last.ckpt", best)  # replacing last kept the best intact
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
