@@ -22,11 +22,12 @@ from transformers import AutoTokenizer
 
 from framework.encoder import Encoder
 from framework.pretrained import load_pretrained
+from framework.readers import read_table
 
 
-def read_tsv(path: Path) -> tuple[list[str], list[int]]:
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
-    return [r[0] for r in rows], [int(r[1]) for r in rows]
+def read_sst2(path: Path) -> tuple[list[str], list[int]]:
+    rows = read_table(path)  # GLUE's TSV: a header line, bare quotes
+    return rows["sentence"], [int(y) for y in rows["label"]]
 
 
 @torch.no_grad()
@@ -52,10 +53,10 @@ def main() -> None:
     a = ap.parse_args()
     export = a.run / "export"
     tokenizer = AutoTokenizer.from_pretrained(export)
-    train_x, train_y = read_tsv(a.data / "train.tsv")
+    train_x, train_y = read_sst2(a.data / "train.tsv")
     pick = random.Random(a.seed).sample(range(len(train_x)), a.train_samples)
     train_x, train_y = [train_x[i] for i in pick], [train_y[i] for i in pick]
-    dev_x, dev_y = read_tsv(a.data / "dev.tsv")
+    dev_x, dev_y = read_sst2(a.data / "dev.tsv")
     pretrained, _ = load_pretrained(str(export))
     torch.manual_seed(a.seed)
     encoders = {"pretrained": pretrained, "random_weights": Encoder(pretrained.cfg)}

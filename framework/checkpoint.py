@@ -38,6 +38,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _staging_path(path: Path) -> Path:
+    """Where ``path`` is staged before its atomic rename: hidden, beside it (``resume=auto``
+    removes such leftovers of a killed save)."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write ``path`` as a whole or not at all: a temporary file next to it, fsync, rename.
 
@@ -52,7 +58,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp = _staging_path(path)
         try:
             with open(tmp, "wb") as f:
                 self._write(checkpoint, f)
@@ -179,7 +185,7 @@ def _hard_link(source: Path, target: Path) -> bool:
     False where that cannot be done (not a plain file, a file system without hard links)."""
     if not source.is_file():  # e.g. a sharded (FSDP) checkpoint is a folder
         return False
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp = _staging_path(target)
     try:
         tmp.unlink(missing_ok=True)
         os.link(source, tmp)
