@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +133,10 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     Written here for two reasons. Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint
     is written at the same step, so after an epoch that does not improve the monitored metric
     ``last.ckpt`` stays behind and a resumed run repeats the epochs since the best one. And when
-    both are written at the same step they hold the same training state: ``last.ckpt`` becomes a
-    hard link to the best file instead of a second copy (half the disk and write time of a
-    one-epoch run). A hard link, not Lightning's ``save_last="link"`` symlink: removing or
-    atomically replacing one name leaves the other file intact, and the symlink variant points
-    at the latest top-k file, not at the latest state.
+    both are written at the same step they hold the same training state: ``last.ckpt`` is then a
+    byte copy of the best file (no second serialisation). A copy, not a hard link or Lightning's
+    ``save_last="link"`` symlink: with one file under two names, truncating one (a full disk, a
+    ``cp`` onto it) destroys both, the best weights included.
     """
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -166,12 +166,12 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             and os.path.abspath(source) != os.path.abspath(filepath)
         )
         # Every process takes the same branch: rank 0 looks at the (maybe node-local) disk.
-        linked = False
+        copied = False
         if same_state:
             if trainer.is_global_zero:
-                linked = _hard_link(Path(source), Path(filepath))
-            linked = trainer.strategy.broadcast(linked, src=0)
-        if not linked:
+                copied = _atomic_copy(Path(source), Path(filepath))
+            copied = trainer.strategy.broadcast(copied, src=0)
+        if not copied:
             super()._save_last_checkpoint(trainer, monitor_candidates)
             return
         trainer.strategy.barrier("BestAndLastCheckpoint")
@@ -180,15 +180,16 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             self._remove_checkpoint(trainer, previous)
 
 
-def _hard_link(source: Path, target: Path) -> bool:
-    """``target`` becomes another name of ``source`` (atomically: link beside it, rename);
-    False where that cannot be done (not a plain file, a file system without hard links)."""
+def _atomic_copy(source: Path, target: Path) -> bool:
+    """``target`` becomes an independent copy of ``source`` (whole or not at all: a staged copy
+    beside it, fsync, rename); False where that cannot be done (not a plain file)."""
     if not source.is_file():  # e.g. a sharded (FSDP) checkpoint is a folder
         return False
     tmp = _staging_path(target)
     try:
-        tmp.unlink(missing_ok=True)
-        os.link(source, tmp)
+        shutil.copyfile(source, tmp)  # sendfile/copy_file_range: in the kernel, no Python loop
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -211,6 +212,35 @@ class StepCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, *args, **kwargs)
 
 
+class SigtermCheckpoint(Callback):
+    """On SIGTERM (a preempted or cancelled job): ``DIRPATH/preempted.ckpt``, the state after the
+    last trained batch, written before the process exits (``framework.train`` then exits 143).
+
+    Written here because Lightning, on SIGTERM, stops its loops at the end of the current batch
+    and exits with status 0 without saving: a scheduler sees success, and the steps since the
+    last checkpoint are lost. Nothing is written when a checkpoint of this step exists already
+    (the end of an epoch) or when the signal came during validation (the run resumes from the
+    checkpoint before it and validates again).
+    """
+
+    def __init__(self, dirpath: str, filename: str = "preempted") -> None:
+        self.path = Path(dirpath) / f"{filename}{CKPT_SUFFIX}"
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException) or not trainer.training:
+            return
+        saved = {getattr(c, "_last_global_step_saved", None) for c in trainer.checkpoint_callbacks}
+        if trainer.global_step == 0 or trainer.global_step in saved:
+            return
+        trainer.save_checkpoint(self.path)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:  # the run went on past it: a later checkpoint supersedes it
+            self.path.unlink(missing_ok=True)
+
+
 def checkpoint_step(path: Path) -> int | None:
     """The checkpoint's global step, or None when ``path`` is not a complete Lightning one."""
     try:
@@ -228,7 +258,8 @@ def checkpoints_of(run_dir: Path) -> list[Path]:
     """Checkpoint files of a run: ``checkpoints/*.ckpt`` and SLURM's ``hpc_ckpt_*.ckpt``."""
     files = list((run_dir / "checkpoints").glob(f"*{CKPT_SUFFIX}"))
     files += run_dir.glob(f"hpc_ckpt_*{CKPT_SUFFIX}")
-    return [f for f in files if f.is_file() and not f.name.startswith(".")]
+    # Not a symbolic link: a copied run directory could point one at any file.
+    return [f for f in files if f.is_file() and not f.is_symlink() and not f.name.startswith(".")]
 
 
 def newest_valid_checkpoint(run_dir: Path) -> Path | None:
@@ -264,6 +295,13 @@ def resolve_resume(run_dir: Path, resume: str | None, ckpt_path: str | None) -> 
         for stale in (run_dir / "checkpoints").glob(".*.tmp*"):  # left by a kill during a save
             stale.unlink(missing_ok=True)
         found = newest_valid_checkpoint(run_dir)
+        files = checkpoints_of(run_dir)
+        if found is None and files:  # starting over would silently lose the trained steps
+            names = ", ".join(sorted(f.name for f in files))
+            raise UserError(
+                f"no checkpoint in {run_dir} can be read ({names}: truncated or not a training "
+                "checkpoint); restore one from a copy, or start over with overwrite=true"
+            )
         return str(found) if found is not None else None
     return None
 

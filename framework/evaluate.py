@@ -22,14 +22,16 @@ from framework.errors import UserError
 
 def evaluate(args: dict[str, Any], overrides: list[str]) -> dict[str, float]:
     from framework.data import DataModule
-    from framework.runs import inference_trainer, load_run, run_config
+    from framework.runs import inference_trainer, load_run, run_config, task_packages
 
     split = args["split"]
     if split not in ("val", "test"):
         raise UserError(f"split={split!r}: use val (data.val_file) or test (data.test_file)")
     run_dir = Path(args["run"])
     cfg = run_config(run_dir, overrides)
-    tokenizer, module = load_run(run_dir, cfg, args.get("ckpt"))
+    tokenizer, module = load_run(
+        run_dir, cfg, args.get("ckpt"), task_packages(args["task_packages"])
+    )
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     for other in {"train", "val", "test"} - {split}:  # read the one split only
         data_args[f"{other}_file"] = None
@@ -60,7 +62,7 @@ def evaluate(args: dict[str, Any], overrides: list[str]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     from framework.runs import parse_args
 
-    known = {"run": None, "split": "val", "output_dir": None, "ckpt": None}
+    known = {"run": None, "split": "val", "output_dir": None, "ckpt": None, "task_packages": None}
     try:
         args, overrides = parse_args(sys.argv[1:] if argv is None else argv, known)
         evaluate(args, overrides)

@@ -12,6 +12,7 @@ JSON object per line. Each output line is ``{"id": ..., <the task's record>}``: 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,46 @@ def read_stdin(task: Any) -> dict[str, list]:
     return {c: [r.get(c) for r in records] for c in columns}
 
 
+def check_output(output: str | None, input_: str) -> Path | None:
+    """The output file, checked before any inference: its folder exists, it is not a folder,
+    and it is not the input (which writing it would destroy)."""
+    if not output:
+        return None
+    path = Path(output)
+    if path.is_dir():
+        raise UserError(
+            f"output={output} is a folder; name a file, e.g. output={path}/predictions.jsonl"
+        )
+    if not path.parent.is_dir():
+        raise UserError(f"the folder of output={output} does not exist; create {path.parent} first")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"cannot write in {path.parent} (output={output}); choose another output")
+    if input_ != "-" and path.exists() and Path(input_).exists() and path.samefile(input_):
+        raise UserError(f"output={output} is the input file; name another output file")
+    return path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole or keeps what it held: a temporary file beside it, renamed."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
     """The records, in input order (also written to ``output`` or stdout)."""
     from framework.data import DataModule
-    from framework.runs import inference_trainer, load_run, run_config
+    from framework.runs import inference_trainer, load_run, run_config, task_packages
 
     run_dir = Path(args["run"])
+    output = check_output(args.get("output"), args["input"])
     cfg = run_config(run_dir, overrides)
-    tokenizer, module = load_run(run_dir, cfg, args.get("ckpt"))
+    tokenizer, module = load_run(
+        run_dir, cfg, args.get("ckpt"), task_packages(args["task_packages"])
+    )
     data_args = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = DataModule(module.task, tokenizer, seed=cfg.seed, **data_args)
     if args["input"] == "-":
@@ -64,8 +97,8 @@ def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
     ids = rows.get("id") or list(range(n))
     records = [{"id": ids[i], **decoded[i]} for i in range(n)]
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if args.get("output"):
-        Path(args["output"]).write_text(lines)
+    if output is not None:
+        write_atomically(output, lines)
     else:
         sys.stdout.write(lines)
     return records
@@ -76,9 +109,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args, overrides = parse_args(
-            sys.argv[1:] if argv is None else argv, {"run": None, "input": None, "output": None,
-                                                     "ckpt": None}
-        )  # fmt: skip
+            sys.argv[1:] if argv is None else argv,
+            {"run": None, "input": None, "output": None, "ckpt": None, "task_packages": None},
+        )
         if not args["input"]:
             raise UserError(f"name the inputs: input=FILE or input=- (stdin); usage: {USAGE}")
         predict(args, overrides)

@@ -56,25 +56,57 @@ def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
 
 
 def best_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint the run's metrics came from (metrics.json), else its newest valid one."""
+    """The checkpoint the run's metrics came from (metrics.json), else its newest valid one.
+
+    Only a file inside ``run_dir`` is taken: a copied run directory must not load another
+    run's checkpoint (an absolute path, ``..``, a symbolic link out of it).
+    """
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
-        best = json.loads(metrics.read_text()).get("best_checkpoint")
-        if best and Path(best).is_file():
-            return Path(best)
+        try:
+            best = json.loads(metrics.read_text()).get("best_checkpoint")
+        except (json.JSONDecodeError, AttributeError):
+            best = None
+        path = inside(run_dir, best) if isinstance(best, str) else None
+        if path is not None and path.is_file():
+            return path
     newest = newest_valid_checkpoint(run_dir)
     if newest is None:
         raise UserError(f"no checkpoint in {run_dir}/checkpoints; train the run first")
     return newest
 
 
-def load_run(run_dir: Path, cfg: DictConfig, ckpt: str | None = None) -> tuple[Any, Any]:
-    """(tokenizer, TaskModule with the checkpoint's weights and task state), in eval mode."""
+def inside(run_dir: Path, name: str) -> Path | None:
+    """``run_dir / name`` when it resolves to a path inside ``run_dir``, else None."""
+    root = run_dir.resolve()
+    path = (root / name).resolve()  # an absolute ``name`` replaces root: refused below
+    return path if path.is_relative_to(root) else None
+
+
+DEFAULT_TASK_PACKAGES = ("tasks",)
+
+
+def task_packages(value: str | None) -> list[str]:
+    """The ``task_packages=a,b`` (or ``[a,b]``) argument of predict/evaluate, as a list."""
+    if not value:
+        return list(DEFAULT_TASK_PACKAGES)
+    return [p.strip() for p in value.strip("[]").split(",") if p.strip()]
+
+
+def load_run(
+    run_dir: Path, cfg: DictConfig, ckpt: str | None = None, packages: list[str] | None = None
+) -> tuple[Any, Any]:
+    """(tokenizer, TaskModule with the checkpoint's weights and task state), in eval mode.
+
+    The task packages imported are ``packages`` (the user's ``task_packages=`` argument, default
+    ``tasks``), never the ones the run's ``config.yaml`` names: a run directory from someone
+    else must not make this process import a module of its choosing.
+    """
     from transformers import AutoTokenizer
 
     from framework.module import TaskModule
     from framework.pretrained import build_encoder
-    from framework.registry import build_task, import_task_packages
+    from framework.registry import build_task, import_task_packages, list_tasks
 
     path = Path(ckpt) if ckpt else best_checkpoint(run_dir)
     try:
@@ -83,7 +115,16 @@ def load_run(run_dir: Path, cfg: DictConfig, ckpt: str | None = None) -> tuple[A
         raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}); ckpt=FILE") from None
     if "task_state" not in state:
         raise UserError(f"checkpoint {path} has no task state (written by an older version)")
-    import_task_packages(cfg.task_packages)
+    packages = list(packages or DEFAULT_TASK_PACKAGES)
+    import_task_packages(packages)
+    if cfg.task.name not in list_tasks():
+        named = list(cfg.get("task_packages") or [])
+        raise UserError(
+            f"task {cfg.task.name!r} of {run_dir} is not in the task packages imported "
+            f"({', '.join(packages)}); its config.yaml names task_packages {named}, which are "
+            f"not imported from a run directory: pass task_packages={','.join(named) or 'PKG'} "
+            "if you trust that code"
+        )
     task = build_task(cfg.task)
     task.load_state_dict(state["task_state"])
     export = run_dir / "export"

@@ -15,8 +15,9 @@ import warnings
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from framework import rundir
 from framework.build import build
 from framework.config import CONF_DIR, print_config, register_resolvers
 from framework.errors import UserError
@@ -26,7 +27,18 @@ register_resolvers()
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train and evaluate as configured; returns the final metrics (also in metrics.json)."""
+    """Train and evaluate as configured, in a run directory claimed for this run (see
+    ``framework.rundir``); returns the final metrics (also in metrics.json)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    run_dir = Path(cfg.paths.output_dir)
+    print_config(cfg)
+    resume, overwrite = cfg.get("resume") == "auto", bool(cfg.get("overwrite"))
+    with rundir.claim(run_dir, resume, overwrite, rank=rank_zero_only.rank):
+        return _fit_and_evaluate(cfg, run_dir)
+
+
+def _fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.strategies import FSDPStrategy
@@ -39,24 +51,22 @@ def run(cfg: DictConfig) -> dict:
     from framework.timing import TrainTimer
     from framework.trainer import build_trainer, check_precision
 
-    run_dir = Path(cfg.paths.output_dir)
-    print_config(cfg)
     resume_from = resolve_resume(run_dir, cfg.get("resume"), cfg.get("ckpt_path"))
-    if rank_zero_only.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        if cfg.get("resume") == "auto":
-            print(f"Resuming from {resume_from}" if resume_from else f"Starting {run_dir}")
     L.seed_everything(cfg.seed, workers=True)
     tokenizer, datamodule, module = build(cfg)
-
     check_precision(cfg.trainer)
+    if resume_from is not None:
+        check_fits(resume_from, module)
+    # Every check has passed: from here on the run writes into its directory.
+    if rank_zero_only.rank == 0:
+        rundir.write_config(run_dir, cfg)
+        if cfg.get("resume") == "auto":
+            print(f"Resuming from {resume_from}" if resume_from else f"Starting {run_dir}")
+
     timer = TrainTimer()
     callbacks = [*instantiate_all(cfg.get("callbacks")), timer]
     loggers = instantiate_all(cfg.get("logger"), run_dir)
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
-    if resume_from is not None:
-        check_fits(resume_from, module)
 
     start_metrics: dict = {}
     if cfg.get("validate_first") and resume_from is None:  # the curve's starting point
@@ -94,7 +104,10 @@ def run(cfg: DictConfig) -> dict:
     metrics.update({f"packing_efficiency/{k}": v for k, v in datamodule.packing_efficiency.items()})
     metrics["fit_seconds"] = round(fit_seconds, 3)
     metrics["train_seconds"] = round(timer.seconds, 3)  # training batches only (TrainTimer)
-    metrics["best_checkpoint"] = best
+    # Relative to the run directory: a copied or moved run still names its own file.
+    metrics["best_checkpoint"] = (
+        Path(best).resolve().relative_to(run_dir.resolve()).as_posix() if best else None
+    )
 
     # Gathering FSDP's shards is a collective: every process joins, rank 0 gets the weights.
     full_state = trainer.strategy.lightning_module_state_dict() if sharded else None
@@ -127,6 +140,25 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except FloatingPointError as e:  # a diverged run: one line, not a traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
+    except SystemExit as e:  # Lightning's SIGTERMException (exit status 0) is not a success
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(e, SIGTERMException):
+            raise
+        print(
+            f"error: stopped by SIGTERM ({_sigterm_checkpoint(cfg)}); continue the run with the "
+            "same command and resume=auto",
+            file=sys.stderr,
+        )
+        sys.exit(143)  # 128 + SIGTERM, as a shell reports a process the signal ended
+
+
+def _sigterm_checkpoint(cfg: DictConfig) -> str:
+    """What was saved when SIGTERM stopped the run, for its last line."""
+    from framework.checkpoint import newest_valid_checkpoint
+
+    newest = newest_valid_checkpoint(Path(cfg.paths.output_dir))
+    return f"newest checkpoint: {newest}" if newest else "no checkpoint was written yet"
 
 
 def main() -> None:

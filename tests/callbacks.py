@@ -3,6 +3,9 @@ tests.callbacks.CLASS``): they observe or break one process of a (multi-process)
 
 from __future__ import annotations
 
+import os
+import signal
+
 import torch
 from lightning.pytorch import Callback
 
@@ -50,3 +53,15 @@ class SaveFinalWeights(Callback):
         if trainer.is_global_zero:
             state = {k: v.clone() for k, v in pl_module.state_dict().items()}
             torch.save({"global_step": trainer.global_step, "state_dict": state}, self.path)
+
+
+class SigtermAt(Callback):
+    """Sends SIGTERM to its own process after optimizer step ``step`` (as a scheduler would):
+    deterministic, unlike a signal from outside that lands at any batch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)

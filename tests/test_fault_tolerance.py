@@ -123,6 +123,29 @@ def test_resume_from_an_end_of_epoch_checkpoint_equals_an_uninterrupted_run(
     assert _val(run_dir) == _val(uninterrupted)
 
 
+def test_sigterm_checkpoints_exits_143_and_resumes_like_an_uninterrupted_run(
+    uninterrupted, tmp_path
+):
+    # No step checkpoints: only the SIGTERM checkpoint holds step 3 (of 6 in epoch 0).
+    run_dir = tmp_path / "run"
+    args = (*RESUMABLE, "callbacks.step_checkpoint=null", f"hydra.run.dir={run_dir}", "resume=auto")
+    stopped = run_cli(*args, "+callbacks.term._target_=tests.callbacks.SigtermAt",
+                      "+callbacks.term.step=3")  # fmt: skip
+    assert stopped.returncode == 143, stopped.stderr[-3000:]  # a scheduler sees no success
+    last = stopped.stderr.strip().splitlines()[-1]
+    preempted = run_dir / "checkpoints" / "preempted.ckpt"
+    assert last.startswith("error: stopped by SIGTERM") and str(preempted) in last, last
+    assert "resume=auto" in last and "Traceback" not in stopped.stderr
+    assert torch.load(preempted, weights_only=False)["global_step"] == 3
+    assert not (run_dir / "metrics.json").exists()
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Resuming from {preempted}" in again.stdout
+    _assert_same_final_weights(uninterrupted, run_dir)
+    assert _val(run_dir) == _val(uninterrupted)
+    assert not preempted.exists()  # superseded by the finished run's checkpoints
+
+
 def test_the_epoch_position_is_saved_by_the_data_module(uninterrupted):
     # Lightning's public data-module hook (state_dict), not its private loop layout.
     ckpt = torch.load(uninterrupted / "checkpoints" / "step11.ckpt", weights_only=False)

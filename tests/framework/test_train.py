@@ -37,15 +37,15 @@ def test_fast_run_writes_a_complete_run_directory(fast_run):
     )
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     m = _metrics(run_dir)
-    # one epoch: the best and the last checkpoint are one state, written once (a hard link)
-    assert os.path.samefile(run_dir / "checkpoints" / "last.ckpt", m["best_checkpoint"])
+    # one epoch: the best and the last checkpoint are one state, in two independent files
+    best = run_dir / m["best_checkpoint"]  # relative to the run directory
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert not os.path.samefile(last, best) and last.read_bytes() == best.read_bytes()
     assert {"val/acc", "val/f1", "val/mcc", "val/loss", "fit_seconds"} <= set(m)
     assert 0.0 <= m["val/acc"] <= 1.0 and m["fit_seconds"] > 0
     # training batches only: less than fit, which also validates and writes checkpoints
     assert 0 < m["train_seconds"] < m["fit_seconds"]
-    assert (
-        Path(m["best_checkpoint"]).name.startswith("best-") and Path(m["best_checkpoint"]).is_file()
-    )
+    assert best.name.startswith("best-") and best.is_file()
 
 
 def test_export_matches_the_best_checkpoint(fast_run, tmp_path):
@@ -53,7 +53,8 @@ def test_export_matches_the_best_checkpoint(fast_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = compose(*FAST, f"paths.output_dir={tmp_path}")
     _, dm, module = build(cfg)
-    state = torch.load(_metrics(run_dir)["best_checkpoint"], weights_only=False)["state_dict"]
+    best = run_dir / _metrics(run_dir)["best_checkpoint"]
+    state = torch.load(best, weights_only=False)["state_dict"]
     module.load_state_dict(state)
     module.eval()
     hf = AutoModelForSequenceClassification.from_pretrained(run_dir / "export").eval()
@@ -105,7 +106,7 @@ def test_last_checkpoint_follows_epochs_that_do_not_improve(tmp_path):
     proc = run_cli(*FAST, "trainer.max_epochs=3", "optim.lr=1e-12", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpts = tmp_path / "checkpoints"
-    best = Path(_metrics(tmp_path)["best_checkpoint"])
+    best = tmp_path / _metrics(tmp_path)["best_checkpoint"]
     steps = {p.name: torch.load(p, weights_only=False)["global_step"] for p in ckpts.iterdir()}
     per_epoch = steps[best.name]
     assert best.name.startswith("best-epoch0") and per_epoch > 0
