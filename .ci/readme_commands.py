@@ -6,7 +6,8 @@ Run it from the root of a fresh clone (``../shared/data`` beside it for the reci
 ``make train`` first (which installs ``.venv``), then each command with ``.venv/bin`` first on
 ``PATH`` and ``HF_HUB_OFFLINE=1``. Placeholders get real values: ``RUN_DIR`` is the run
 directory the quickstart printed (for ``model.init_from=RUN_DIR``: the one the pretraining
-recipe printed), ``DIR`` a folder holding ``other_dev.tsv`` (the quickstart dev set as TSV),
+recipe printed), ``DIR/NAME`` the data set NAME in ``../shared/data``, a bare ``DIR`` a folder
+holding ``other_dev.tsv`` (the quickstart dev set as TSV),
 ``new.jsonl`` two sentences, ``my_data`` a small JSON-lines set with ``review``/``stars`` columns.
 Commands that need what an offline CPU machine lacks (a CUDA wheel from download.pytorch.org)
 are listed as skipped with the reason; ``make test`` is what ``.ci/run`` runs. Each command's
@@ -96,6 +97,8 @@ def main() -> None:
         cmd = line
         if "RUN_DIR" in line:
             cmd = line.replace("RUN_DIR", runs["pretrain" if "init_from" in line else "quickstart"])
+        # DIR/NAME in a recipe: the data set NAME in ../shared/data (bare DIR: the fixture).
+        cmd = re.sub(r"(?<=[=\s])DIR/", f"{ROOT.parent / 'shared' / 'data'}/", cmd)
         for name, path in fix.items():
             cmd = re.sub(rf"(?<=[=\s]){re.escape(name)}(?=[\s/]|$)", str(path), cmd)
         start = time.perf_counter()

@@ -8,9 +8,12 @@ the final name; it does not fsync either. Lightning does not store RNG states in
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -151,6 +154,26 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         self._catch_up_last(trainer, due)
 
+    def on_sanity_check_end(self, trainer, pl_module) -> None:
+        self._check_monitor(trainer.callback_metrics)  # before any training step
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates: dict[str, Any]) -> None:
+        if trainer.fit_loop.epoch_loop.val_loop._has_run:  # Lightning: a traceback here
+            self._check_monitor(monitor_candidates)
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def _check_monitor(self, logged: dict[str, Any]) -> None:
+        """A ``UserError`` (before anything is saved) when ``task.monitor`` is not logged."""
+        if self.monitor is None or self.monitor in logged:
+            return
+        names = sorted(k for k in logged if k.startswith("val/"))
+        close = difflib.get_close_matches(self.monitor, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UserError(
+            f"task.monitor={self.monitor!r} is not a metric this task logs; choose one of: "
+            f"{', '.join(names)}.{hint}"
+        )
+
     def _catch_up_last(self, trainer, due: bool) -> None:
         """Writes ``last.ckpt`` when Lightning saved nothing at a step where it was due."""
         if due and self.save_last and self._last_global_step_saved != trainer.global_step:
@@ -241,17 +264,45 @@ class SigtermCheckpoint(Callback):
             self.path.unlink(missing_ok=True)
 
 
+def load_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = True) -> Any:
+    """``path`` read with ``torch.load(weights_only=True)``: tensors, numbers, strings and
+    containers only, so a checkpoint from someone else cannot run code when it is unpickled (a
+    pickle may name any callable). tasklight's own checkpoints need nothing more (RNG states are
+    stored as tensors and lists). A ``UserError`` names the file and the refused type."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        kind = f"it needs {found.group(1)}" if found else str(e).splitlines()[0]
+        raise UserError(
+            f"{what} {path} holds more than tensors and plain data ({kind}); tasklight loads "
+            "checkpoints with weights_only=True and never runs code from one: use a checkpoint "
+            "that tasklight wrote"
+        ) from None
+    except Exception as e:  # truncated, not a checkpoint, unreadable
+        raise UserError(
+            f"{what} {path} cannot be read ({type(e).__name__}): it is not a complete training "
+            "checkpoint (truncated?)"
+        ) from None
+
+
+def training_checkpoint(path: Path) -> dict[str, Any]:
+    """The complete Lightning checkpoint at ``path``; a ``UserError`` otherwise."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or not {"state_dict", "global_step", "loops"} <= set(ckpt):
+        raise UserError(
+            f"checkpoint {path} is not a complete training checkpoint (truncated or weights only)"
+        )
+    return ckpt
+
+
 def checkpoint_step(path: Path) -> int | None:
     """The checkpoint's global step, or None when ``path`` is not a complete Lightning one."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:  # truncated, not a checkpoint, unreadable
-        log.warning("skipping checkpoint %s: cannot be read (%s)", path, type(e).__name__)
+        return int(training_checkpoint(path)["global_step"])
+    except UserError as e:
+        log.warning("skipping %s", e)
         return None
-    if not isinstance(ckpt, dict) or not {"state_dict", "global_step", "loops"} <= set(ckpt):
-        log.warning("skipping checkpoint %s: not a complete training checkpoint", path)
-        return None
-    return int(ckpt["global_step"])
 
 
 def checkpoints_of(run_dir: Path) -> list[Path]:
@@ -285,11 +336,10 @@ def resolve_resume(run_dir: Path, resume: str | None, ckpt_path: str | None) -> 
             raise UserError("set either resume=auto or ckpt_path=FILE, not both")
         if not Path(ckpt_path).is_file():
             raise UserError(f"ckpt_path {ckpt_path} does not exist")
-        if checkpoint_step(Path(ckpt_path)) is None:
-            raise UserError(
-                f"ckpt_path {ckpt_path} is not a complete training checkpoint (truncated or "
-                "weights only); pick another file in the run's checkpoints/ folder"
-            )
+        try:
+            training_checkpoint(Path(ckpt_path))
+        except UserError as e:
+            raise UserError(f"ckpt_path: {e}; pick another file in a run's checkpoints/") from None
         return ckpt_path
     if resume == "auto":
         for stale in (run_dir / "checkpoints").glob(".*.tmp*"):  # left by a kill during a save
@@ -306,11 +356,13 @@ def resolve_resume(run_dir: Path, resume: str | None, ckpt_path: str | None) -> 
     return None
 
 
-def check_fits(path: str | Path, module: torch.nn.Module) -> None:
+def check_fits(path: str | Path, module: torch.nn.Module, datamodule: Any = None) -> None:
     """A ``UserError`` when checkpoint ``path`` holds other weights than ``module`` has: one
-    written for another task, label set or model (Lightning would fail deep in ``load_state_dict``).
+    written for another task, label set or model (Lightning would fail deep in ``load_state_dict``),
+    or (``datamodule.check_resume``) a place in the epoch saved with other batch settings.
     """
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+    ckpt = load_checkpoint(path)
+    state = ckpt["state_dict"]
     own = module.state_dict()
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     missing = [k for k in own if k not in state]
@@ -323,6 +375,8 @@ def check_fits(path: str | Path, module: torch.nn.Module) -> None:
     elif extra:
         why = f"its {extra[0]} is not in this model"
     else:
+        if datamodule is not None:  # the same model: is its place in the epoch the same here?
+            datamodule.check_resume(ckpt.get(type(datamodule).__qualname__) or {})
         return
     raise UserError(
         f"checkpoint {path} was written for another task or model ({why}); resume it with the "

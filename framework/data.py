@@ -7,6 +7,7 @@ It owns the position inside the training epoch that checkpoints save (resume).
 from __future__ import annotations
 
 import logging
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,7 @@ class DataModule(L.LightningDataModule):
             raise UserError("no train split: set data.train_file (or data.hub_splits.train)")
         for split, (ds, _) in raw.items():
             self.task.check_columns(ds.column_names, split)
+            _warn_empty_texts(self.task, split, ds)
         self.task.use_tokenizer(self.tokenizer)  # e.g. MLM: special token ids, vocabulary size
         if fit:
             self.task.setup(raw["train"][0][:])
@@ -304,7 +306,34 @@ class DataModule(L.LightningDataModule):
         if self._train_sampler is None:
             return {}
         epoch, batches = self._train_sampler.progress
-        return {"train_position": {"epoch": epoch, "batches": batches}}
+        return {
+            "train_position": {"epoch": epoch, "batches": batches},
+            "position_settings": self._position_settings(),
+        }
+
+    def _position_settings(self) -> dict[str, Any]:
+        """What decides which rows the first N batches of an epoch hold (the saved position)."""
+        return {
+            "data.batch_size": self.batch_size,
+            "data.max_tokens": self.max_tokens,
+            "data.length_grouping": self.length_grouping,
+            "seed": self.seed,
+            "train rows": len(self.splits["train"]) if "train" in self.splits else None,
+        }
+
+    def check_resume(self, state: dict[str, Any]) -> None:
+        """A ``UserError`` when a checkpoint's position in the epoch (N batches trained) was
+        saved with settings that make other batches here: resuming would skip the wrong rows.
+        Checkpoints of older versions, without the settings, are not checked."""
+        saved = state.get("position_settings") or {}
+        now = self._position_settings()
+        differ = [f"{k} {saved[k]} there, {now[k]} here" for k in saved if saved[k] != now.get(k)]
+        if differ:
+            raise UserError(
+                f"the checkpoint's place in the epoch was saved with other data settings "
+                f"({'; '.join(differ)}): resume with the run's settings (its config.yaml), or "
+                "start a new run directory"
+            )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Called by Lightning on resume, before the training loader is built."""
@@ -333,3 +362,22 @@ class DataModule(L.LightningDataModule):
 def _task_formats(task: Task) -> dict[str, tuple[str, ...]]:
     """The file format a task reads itself, if any: {name: suffixes}."""
     return {task.file_format: tuple(task.file_suffixes)} if task.file_format else {}
+
+
+def _warn_empty_texts(task: Task, split: str, ds: Any) -> None:
+    """A warning on stderr (training goes on) when texts of ``split`` are empty: each trains or
+    is scored as an input with no words, which is rarely what the file meant."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    try:
+        texts = task.tokenizer_texts(ds.to_dict())
+    except UserError:  # a task without plain texts (QA, multiple choice)
+        return
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty and rank_zero_only.rank == 0:
+        row = empty[0] % len(ds) + 1
+        print(
+            f"warning: {len(empty)} of the {split} split's texts are empty (first: row {row}); "
+            "they are kept as inputs without words: drop or fill those rows if that is wrong",
+            file=sys.stderr,
+        )

@@ -8,6 +8,7 @@ and the closest match. Anything this check does not understand is left for Hydra
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -75,7 +76,12 @@ def expand_trainer_overrides(argv: list[str]) -> list[str]:
 
 
 def check_overrides(argv: list[str]) -> None:
-    """Raise ``UserError`` for an unknown group option or config key among ``argv``'s overrides."""
+    """Raise ``UserError`` for an unknown group option or config key among ``argv``'s overrides,
+    or a run directory that is an existing file (Hydra's ``mkdir`` would fail with a traceback)."""
+    for arg in _overrides(argv):
+        key, _, value = arg.lstrip("+").partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_file():
+            raise UserError(f"{key}={value} is an existing file; name a directory")
     try:
         parsed = OverridesParser.create().parse_overrides(_overrides(argv))
     except Exception:

@@ -55,7 +55,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from framework.checkpoint import load_checkpoint
+
+    # Not memory-mapped: the pytorch_model.bin of older checkpoints predates the zip format.
+    return load_checkpoint(path, "model weights", mmap=False)
 
 
 def load_pretrained(
@@ -185,10 +188,12 @@ def load_init_from(
     model_dir, ckpt = resolve_init_from(init_from)
     encoder, extra = load_pretrained(str(model_dir), attn_impl, **overrides)
     if ckpt is not None:
+        from framework.checkpoint import load_checkpoint
+
         try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-        except Exception as e:
-            raise UserError(f"model.init_from={init_from}: cannot read it ({e})") from None
+            state = load_checkpoint(ckpt, "model.init_from")["state_dict"]
+        except (KeyError, TypeError):
+            raise UserError(f"model.init_from={init_from} has no state_dict") from None
         enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
         try:
             encoder.load_state_dict(enc, strict=True)

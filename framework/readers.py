@@ -16,15 +16,28 @@ from framework.errors import UserError
 
 def read_utf8(path: Path) -> str:
     """The text of ``path``; a ``UserError`` naming the line of the first non-UTF-8 byte."""
-    raw = path.read_bytes()
     try:
-        return raw.decode("utf-8-sig")
+        raw = path.read_bytes()
+    except OSError as e:  # no read permission, a folder, a broken mount
+        raise UserError(
+            f"cannot read {path} ({e.strerror}); check that it is a readable file"
+        ) from None
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise UserError(
             f"{path} is not UTF-8 (bad byte at line {line}); re-encode it as UTF-8, e.g. "
             f"`iconv -f latin1 -t utf-8 {path.name}`"
         ) from None
+    nul = text.find("\0")
+    if nul >= 0:  # a binary or corrupted file: it would train silently on the bytes around it
+        line = text.count("\n", 0, nul) + 1
+        raise UserError(
+            f"{path}:{line}: a NUL byte; the file is binary or corrupted: remove the NUL bytes "
+            f"(`tr -d '\\000' < {path.name} > fixed_{path.name}`) or use the original file"
+        )
+    return text
 
 
 # The table formats every task reads, and the suffixes that name them when data.format is null.
@@ -76,6 +89,8 @@ def read_table(
         rows = {c: [r.get(c) for r in records] for c in columns}
     elif fmt in ("csv", "tsv"):
         quoted = quoting if quoting is not None else fmt == "csv"
+        # Python's csv refuses a field over 128 KiB (a long document): up to 1 GiB here.
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
         reader = csv.reader(
             text.splitlines(),
             delimiter="\t" if fmt == "tsv" else ",",

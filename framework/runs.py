@@ -11,11 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from framework.checkpoint import newest_valid_checkpoint
+from framework.checkpoint import load_checkpoint, newest_valid_checkpoint
 from framework.errors import UserError
 
 
@@ -109,10 +108,9 @@ def load_run(
     from framework.registry import build_task, import_task_packages, list_tasks
 
     path = Path(ckpt) if ckpt else best_checkpoint(run_dir)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:
-        raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}); ckpt=FILE") from None
+    state = load_checkpoint(path)  # weights_only: a shared run directory runs no code
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise UserError(f"{path} is not a tasklight checkpoint (no state_dict); ckpt=FILE")
     if "task_state" not in state:
         raise UserError(f"checkpoint {path} has no task state (written by an older version)")
     packages = list(packages or DEFAULT_TASK_PACKAGES)

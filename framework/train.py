@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from framework import rundir
 from framework.build import build
+from framework.checks import check_config
 from framework.config import CONF_DIR, print_config, register_resolvers
 from framework.errors import UserError
 from framework.overrides import check_overrides, expand_trainer_overrides
@@ -33,6 +34,7 @@ def run(cfg: DictConfig) -> dict:
 
     run_dir = Path(cfg.paths.output_dir)
     print_config(cfg)
+    check_config(cfg)
     resume, overwrite = cfg.get("resume") == "auto", bool(cfg.get("overwrite"))
     with rundir.claim(run_dir, resume, overwrite, rank=rank_zero_only.rank):
         return _fit_and_evaluate(cfg, run_dir)
@@ -56,7 +58,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     tokenizer, datamodule, module = build(cfg)
     check_precision(cfg.trainer)
     if resume_from is not None:
-        check_fits(resume_from, module)
+        check_fits(resume_from, module, datamodule)
     # Every check has passed: from here on the run writes into its directory.
     if rank_zero_only.rank == 0:
         rundir.write_config(run_dir, cfg)
@@ -79,7 +81,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     sharded = isinstance(trainer.strategy, FSDPStrategy)
     unwrapped = copy.deepcopy(module) if sharded and trainer.is_global_zero else None
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     fit_seconds = time.perf_counter() - start
     # The optimizer's state (AdamW: twice the weights) and the last gradients are not needed
     # for evaluation: freed before the best checkpoint is loaded (the peak memory of the run).
@@ -93,11 +95,15 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     best = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     metrics: dict = {}
     module.draw_figures = True  # the task's figures (confusion matrix...) of this evaluation
-    for result in trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False):
+    for result in trainer.validate(
+        module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+    ):
         metrics.update(result)
     module.write_figures(run_dir)
     if datamodule.has_test:
-        for result in trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False):
+        for result in trainer.test(
+            module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        ):
             metrics.update(result)
     metrics = {k: float(v) for k, v in metrics.items()}
     metrics.update(start_metrics)

@@ -94,6 +94,7 @@ class Classification(SequenceTask):
                     f"(first: row {missing[0] + 1}); fill them in or drop those rows"
                 )
             self.labels = sorted({str(v) for v in values})
+            check_label_spellings(self.labels, self.label_column)
             self._check_labels()
             self._check_label_names()
         if len(self.labels) < 2:
@@ -170,6 +171,21 @@ class Classification(SequenceTask):
         labels = self.labels or ["0", "1"]
         rows[self.label_column] = [labels[y % len(labels)] for y in kinds]
         return rows
+
+
+def check_label_spellings(labels: list[str], column: str) -> None:
+    """A ``UserError`` for two labels that differ only by case or surrounding spaces (``Pos``,
+    ``pos ``): read from the data, they would silently become two classes."""
+    seen: dict[str, str] = {}
+    for label in labels:
+        key = label.strip().casefold()
+        if key in seen:
+            raise UserError(
+                f"labels {seen[key]!r} and {label!r} in column {column!r} differ only by case or "
+                "surrounding spaces, so they would be two classes; spell them one way in the "
+                "data, or list both in task.labels to keep them apart"
+            )
+        seen[key] = label
 
 
 class NamedConfusionMatrix(MulticlassConfusionMatrix):

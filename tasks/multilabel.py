@@ -20,6 +20,7 @@ from torchmetrics.classification import MultilabelF1Score
 from framework.errors import UserError
 from framework.registry import register_task
 from framework.task import Batch, Prediction, is_missing
+from tasks.classification import check_label_spellings
 from tasks.sequence import SequenceTask
 
 
@@ -86,6 +87,7 @@ class MultiLabel(SequenceTask):
         if self.labels is None:
             values = train_rows[self.label_column]
             self.labels = sorted({x for i, v in enumerate(values) for x in self._split(v, i)})
+            check_label_spellings(self.labels, self.label_column)
             self._check()
         if len(self.labels) < 2:
             raise UserError(

@@ -97,8 +97,8 @@ class SequenceTask(Task):
     def encode(
         self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
     ) -> dict[str, list]:
-        texts = [str(t) for t in rows[self.text_column]]
-        pairs = [str(t) for t in rows[self.text_pair_column]] if self.text_pair_column else None
+        texts = [_text(t) for t in rows[self.text_column]]
+        pairs = [_text(t) for t in rows[self.text_pair_column]] if self.text_pair_column else None
         enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
         out = {"input_ids": enc["input_ids"], "row": list(indices)}
         if self.label_column in rows:
@@ -121,7 +121,7 @@ class SequenceTask(Task):
 
     def tokenizer_texts(self, rows: dict[str, list]) -> list[str]:
         columns = [self.text_column, self.text_pair_column]
-        return [str(t) for c in columns if c for t in rows[c]]
+        return [_text(t) for c in columns if c for t in rows[c]]
 
     # -- model ----------------------------------------------------------------------------------
 
@@ -166,3 +166,9 @@ class SequenceTask(Task):
             if self.text_pair_column:
                 rows[self.text_pair_column].append("was it any good ?")
         return rows, kinds
+
+
+def _text(value: Any) -> str:
+    """A text field as the tokenizer reads it: a missing one (JSON null) is empty, not "None"
+    (the data module warns about empty texts, with their count)."""
+    return "" if value is None else str(value)

@@ -216,6 +216,52 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], str]] = {
     "unknown config group option": ({}, ("model=bert_huge",), "unknown model 'bert_huge'"),
     "unknown config key": ({}, ("optim.lrr=1",), "unknown config key 'optim.lrr'"),
     "unknown task option": ({}, ("+task.colour=red",), "task 'classification' has no option"),
+    # -- config values (types, added keys, monitor, mode, stopping) -------------------------
+    "data.batch_size=abc": (
+        {},
+        ("data.batch_size=abc",),
+        "data.batch_size='abc' is not an integer",
+    ),
+    "data.batch_size=3.5": ({}, ("data.batch_size=3.5",), "data.batch_size=3.5 is not an integer"),
+    "optim.lr=abc": ({}, ("optim.lr=abc",), "optim.lr='abc' is not a number (e.g. optim.lr=5e-05)"),
+    "data.max_length=abc": (
+        {},
+        ("data.max_length=abc",),
+        "data.max_length='abc' is not an integer",
+    ),
+    "seed=abc": ({}, ("seed=abc",), "seed='abc' is not an integer (e.g. seed=0)"),
+    "optim.betas with a word": ({}, ("optim.betas=[0.9,x]",), "is not a list of numbers"),
+    "trainer.val_check_interval=nonsense": (
+        {},
+        ("trainer.val_check_interval=nonsense",),
+        "Invalid time format for `val_check_interval`",
+    ),
+    "+data.typo=1": ({}, ("+data.typo=1",), "unknown config key 'data.typo'; 'data' has: path"),
+    "+optim.typo=1": ({}, ("+optim.lrr=1",), "unknown config key 'optim.lrr'"),
+    "task.monitor typo": (
+        {},
+        ("task.monitor=val/acc2",),
+        "task.monitor='val/acc2' is not a metric this task logs; choose one of: val/acc",
+    ),
+    "task.monitor typo (sanity check)": (
+        {},
+        ("task.monitor=val/f2", "trainer.num_sanity_val_steps=1"),
+        "Did you mean 'val/f1'?",
+    ),
+    "task.mode typo": ({}, ("task.mode=maxx",), "task.mode='maxx': use max"),
+    "unknown logger": ({}, ("logger=foo",), "unknown logger 'foo'; choose one of: csv"),
+    "trainer.max_epochs=-1 without a limit": (
+        {},
+        ("trainer.max_epochs=-1",),
+        "trains until stopped by hand: also set trainer.max_steps=N",
+    ),
+    # -- data that trained silently wrong ------------------------------------------------------
+    "NUL byte": ({"train.csv": GOOD + "bro\x00ken,positive\n"}, (), "train.csv:5: a NUL byte"),
+    "labels differing by case or spaces": (
+        {"train.csv": "text,label\ngood,Pos\nbad,pos \nfine,neg\n"},
+        (),
+        "labels 'Pos' and 'pos ' in column 'label' differ only by case or surrounding spaces",
+    ),
     # -- checkpoints and resume ------------------------------------------------------------
     "resume=yes": ({}, ("resume=yes",), "use resume=auto"),
     "ckpt_path missing": ({}, ("ckpt_path={tmp}/none.ckpt",), "none.ckpt does not exist"),
@@ -326,3 +372,60 @@ def test_data_format_reads_a_conll_file_whatever_its_suffix(tmp_path):
     labels = json.loads((run_dir / "export" / "config.json").read_text())["id2label"]
     assert sorted(labels.values()) == ["B-MISC", "B-ORG", "B-PER", "I-MISC", "I-ORG", "I-PER", "O"]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] > 0
+
+
+def test_a_run_directory_that_is_a_file_is_one_error_line(tmp_path):
+    file = tmp_path / "a_file"
+    file.write_text("not a folder\n")
+    proc = run_cli(*FAST, f"hydra.run.dir={file}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: hydra.run.dir={file} is an existing file; name a directory"
+    )
+    assert file.read_text() == "not a folder\n"
+
+
+def _data(tmp_path: Path, train: str) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text(train)
+    (data / "dev.csv").write_text(GOOD)
+    return data
+
+
+def test_an_unreadable_file_is_one_error_line(tmp_path, monkeypatch):
+    data = _data(tmp_path, GOOD)
+    real = Path.read_bytes
+
+    def no_permission(self):  # chmod 000 does not stop root, who runs CI: the error is raised
+        if self.name == "train.csv":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", no_permission)
+    code, err = run_main(*FAST, f"data.path={data}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot read {data / 'train.csv'} (Permission denied)"), last
+
+
+def test_a_2_mb_line_trains_and_predicts(tmp_path):
+    from tests.test_predict import predict_main
+
+    long = "word " * 400_000  # 2 MB in one CSV field: Python's csv refuses 128 KiB by default
+    data = _data(tmp_path, f"{GOOD}{long},positive\n")
+    run = tmp_path / "run"
+    code, err = run_main(*FAST, f"data.path={data}", f"hydra.run.dir={run}")
+    assert code == 0, err[-3000:]
+    rows = tmp_path / "rows.csv"
+    rows.write_text(f"text\n{long}\nshort\n")
+    code, out, err = predict_main(f"run={run}", f"input={rows}")
+    assert code == 0, err[-3000:]
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [0, 1]
+
+
+def test_empty_texts_train_with_a_warning_that_counts_them(tmp_path):
+    data = _data(tmp_path, GOOD + ",negative\n   ,positive\n")
+    code, err = run_main(*FAST, f"data.path={data}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 0, err[-3000:]
+    assert "warning: 2 of the train split's texts are empty (first: row 4)" in err

@@ -210,3 +210,13 @@ def test_predictions_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
         write_atomically(out, "lost\n")
     monkeypatch.undo()
     assert out.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
+
+
+def test_a_resume_with_another_batch_size_is_refused(finished):
+    # The checkpoint's place in the epoch counts batches: of 16 rows there, of 8 here.
+    before = _snapshot(finished)
+    code, err = run_main(*FAST, "data.batch_size=8", "resume=auto", f"hydra.run.dir={finished}")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    last = _last_line(err)
+    assert "saved with other data settings (data.batch_size 16 there, 8 here)" in last, last
+    assert _same(before, _snapshot(finished))

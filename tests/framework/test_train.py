@@ -28,6 +28,7 @@ def test_fast_run_writes_a_complete_run_directory(fast_run):
     run_dir, proc = fast_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == f"Run directory: {run_dir}"
+    assert "litlogger" not in proc.stdout + proc.stderr  # Lightning's advertisement, silenced
     assert "- model=tiny" in (run_dir / ".hydra" / "overrides.yaml").read_text()
     assert "preset: tiny" in (run_dir / "config.yaml").read_text()  # resolved config
     assert (
