@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # The CPU build of torch. GPU users: see README "Install".
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
+# pytest-xdist workers for `make test` (each test file runs in one of them, in order).
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -33,8 +35,8 @@ lock: ## Resolve the newest releases in a scratch venv and rewrite constraints.t
 train: $(VENV)/.installed ## Train (default: the quickstart); Hydra overrides in ARGS="..."
 	$(PY) -m framework.train $(ARGS)
 
-test: $(VENV)/.installed ## Run the default test suite (CPU, a few minutes)
-	$(PY) -m pytest $(ARGS)
+test: $(VENV)/.installed ## Run the default test suite (CPU, a few minutes; TEST_WORKERS processes)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-slow: $(VENV)/.installed ## Run only the slow tests (real data sets in ../shared/data)
 	$(PY) -m pytest -m "slow" $(ARGS)
