@@ -280,10 +280,10 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", mmap: bool = Tru
             "that tasklight wrote"
         ) from None
     except Exception as e:  # truncated, not a checkpoint, unreadable
-        raise UserError(
-            f"{what} {path} cannot be read ({type(e).__name__}): it is not a complete training "
-            "checkpoint (truncated?)"
-        ) from None
+        why = "it is not a complete training checkpoint (truncated?)"
+        if what != "checkpoint":
+            why = "truncated, or not a file torch.save wrote"
+        raise UserError(f"{what} {path} cannot be read ({type(e).__name__}): {why}") from None
 
 
 def training_checkpoint(path: Path) -> dict[str, Any]:
