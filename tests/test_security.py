@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import test_run_directory
 from tests.conftest import FAST
 from tests.test_bad_inputs import run_main
 from tests.test_predict import predict_main
+
+finished = test_run_directory.finished  # the fixture: a finished tiny run (its own, per module)
 
 
 class _Payload:
@@ -23,14 +26,6 @@ class _Payload:
 
     def __reduce__(self):
         return (exec, (f"open({self.marker!r}, 'w').write('code ran')",))
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("finished")
-    code, err = run_main(*FAST, f"hydra.run.dir={run_dir}")
-    assert code == 0, err[-3000:]
-    return run_dir
 
 
 def _plant(finished: Path, tmp_path: Path) -> tuple[Path, Path]:
