@@ -48,7 +48,8 @@ def check_config(cfg: DictConfig) -> None:
 def _check_section(cfg: DictConfig, section: str, init: Any) -> None:
     values = OmegaConf.to_container(cfg[section], resolve=True)
     hints = typing.get_type_hints(init)
-    params = [p for p in inspect.signature(init).parameters if p not in _PASSED]
+    signature = inspect.signature(init).parameters
+    params = [p for p in signature if p not in _PASSED]
     for key, value in values.items():
         if key not in params:
             close = difflib.get_close_matches(key, params, n=1)
@@ -57,8 +58,7 @@ def _check_section(cfg: DictConfig, section: str, init: Any) -> None:
                 f"unknown config key '{section}.{key}'; '{section}' has: {', '.join(params)}.{hint}"
             )
         if key in hints:
-            default = inspect.signature(init).parameters[key].default
-            _check_value(f"{section}.{key}", value, hints[key], default)
+            _check_value(f"{section}.{key}", value, hints[key], signature[key].default)
 
 
 def _check_value(key: str, value: Any, hint: Any, default: Any = 0) -> None:

@@ -95,6 +95,13 @@ def _remove_outputs(run_dir: Path) -> None:
             entry.unlink()
 
 
+def relative(run_dir: Path, path: str | Path) -> str:
+    """``path`` relative to ``run_dir`` when it lies inside it (``checkpoints/best-...ckpt``),
+    else absolute (a ``callbacks.model_checkpoint.dirpath`` set outside the run)."""
+    root, path = run_dir.resolve(), Path(path).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def write_config(run_dir: Path, cfg: DictConfig) -> None:
     """``config.yaml`` (resolved) and Hydra's ``.hydra/{config,hydra,overrides}.yaml``."""
     from hydra.core.hydra_config import HydraConfig

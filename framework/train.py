@@ -111,9 +111,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     metrics["fit_seconds"] = round(fit_seconds, 3)
     metrics["train_seconds"] = round(timer.seconds, 3)  # training batches only (TrainTimer)
     # Relative to the run directory: a copied or moved run still names its own file.
-    metrics["best_checkpoint"] = (
-        Path(best).resolve().relative_to(run_dir.resolve()).as_posix() if best else None
-    )
+    metrics["best_checkpoint"] = rundir.relative(run_dir, best) if best else None
 
     # Gathering FSDP's shards is a collective: every process joins, rank 0 gets the weights.
     full_state = trainer.strategy.lightning_module_state_dict() if sharded else None

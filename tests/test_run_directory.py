@@ -220,3 +220,12 @@ def test_a_resume_with_another_batch_size_is_refused(finished):
     last = _last_line(err)
     assert "saved with other data settings (data.batch_size 16 there, 8 here)" in last, last
     assert _same(before, _snapshot(finished))
+
+
+def test_checkpoint_paths_are_relative_inside_the_run_and_absolute_outside(tmp_path):
+    run = tmp_path / "run"
+    assert rundir.relative(run, run / "checkpoints" / "best.ckpt") == "checkpoints/best.ckpt"
+    # callbacks.model_checkpoint.dirpath outside the run: kept, never an error after training
+    assert rundir.relative(run, tmp_path / "elsewhere" / "b.ckpt") == str(
+        tmp_path / "elsewhere" / "b.ckpt"
+    )
