@@ -111,30 +111,25 @@ def check_overrides(argv: list[str]) -> None:
         return
     cfg = _compose(group_choices)
     for key, _ in keys:
-        if (
-            OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False)
-            is _MISSING
-        ):
-            parent, _, leaf = key.rpartition(".")
-            node = (
-                OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
-            )
-            if isinstance(node, DictConfig):
-                siblings = [str(k) for k in node.keys()]
-                if parent == "trainer":  # any lightning.Trainer argument is accepted
-                    if leaf in trainer_arguments():
-                        continue
-                    siblings = sorted({*siblings, *trainer_arguments()})
-                where = f"'{parent}'" if parent else "the top level"
-                raise UserError(
-                    f"unknown config key {key!r}; {where} has: {', '.join(siblings)}."
-                    + _hint(leaf, siblings)
-                    + " (prefix with + to add a new key)"
-                )
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+        # The key's presence, not its value: a value that interpolates Hydra's runtime
+        # (${paths.output_dir}/checkpoints) cannot be resolved here, and exists all the same.
+        if isinstance(node, DictConfig) and leaf in node.keys():
+            continue
+        if not isinstance(node, DictConfig):
             raise UserError(f"unknown config key {key!r}: {parent!r} is not a section")
-
-
-_MISSING = object()
+        siblings = [str(k) for k in node.keys()]
+        if parent == "trainer":  # any lightning.Trainer argument is accepted
+            if leaf in trainer_arguments():
+                continue
+            siblings = sorted({*siblings, *trainer_arguments()})
+        where = f"'{parent}'" if parent else "the top level"
+        raise UserError(
+            f"unknown config key {key!r}; {where} has: {', '.join(siblings)}."
+            + _hint(leaf, siblings)
+            + " (prefix with + to add a new key)"
+        )
 
 
 def _compose(overrides: list[str]) -> DictConfig:

@@ -119,6 +119,8 @@ def test_good_overrides_pass():
     check_overrides(["experiment=sst2", "-m", "optim.lr=1e-4,2e-4", "+foo=1", "hydra.run.dir=x"])
     check_overrides(["data.path=../shared/data/sst2", "task.labels=[a,b]", "trainer.max_epochs=2"])
     check_overrides(["logger=[csv,tensorboard]", "-m", "task=classification,ner"])
+    # a key whose value interpolates Hydra's runtime (${paths.output_dir}) exists all the same
+    check_overrides(["callbacks.model_checkpoint.dirpath=/elsewhere/ckpts"])
 
 
 def test_any_trainer_argument_without_plus(tmp_path):
