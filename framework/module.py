@@ -14,6 +14,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import nn
 from torchmetrics import MetricCollection
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
@@ -224,6 +226,42 @@ class TaskModule(L.LightningModule):
         steps = math.ceil(batches / t.accumulate_grad_batches) * max(t.max_epochs, 1)
         return min(steps, t.max_steps) if t.max_steps != -1 else steps
 
+    def _loss_scaler(self) -> bool:
+        """Whether a GradScaler scales the loss (16-mixed on CUDA; not bf16-mixed)."""
+        plugin = self._trainer.precision_plugin if self._trainer is not None else None
+        return isinstance(plugin, MixedPrecision) and plugin.scaler is not None
+
+    def _fused(self) -> bool | None:
+        """optim.fused, except where it cannot clip: a fused AdamW unscales fp16's scaled
+        gradients inside its step, after clipping would have run on them."""
+        clips = self._trainer is not None and bool(self._trainer.gradient_clip_val)
+        if not (clips and self._loss_scaler()):
+            return self.fused
+        if self.fused:
+            raise UserError(
+                "optim.fused=true cannot clip gradients under trainer.precision=16-mixed (the "
+                "loss scaler unscales inside the fused step): use optim.fused=null, "
+                "trainer.precision=bf16-mixed or trainer.gradient_clip_val=0"
+            )
+        return False
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Lightning refuses to clip for an optimizer that unscales in its step (fused AdamW) under
+        # any mixed precision (Lightning-AI/pytorch-lightning#21435), which broke every
+        # trainer.precision=bf16-mixed run with the default gradient clipping. Only fp16 scales
+        # the loss; under bf16-mixed the gradients are true ones, so clip them as in fp32.
+        plugin = self.trainer.precision_plugin
+        if isinstance(plugin, MixedPrecision) and plugin.scaler is None and gradient_clip_val:
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or "norm")
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict:
         # Biases and LayerNorm weights (the 1-d parameters) get no weight decay, as in BERT.
         # The freshly initialised head may learn faster than the pretrained encoder (head_lr_scale).
@@ -236,7 +274,9 @@ class TaskModule(L.LightningModule):
                 {"params": decay, "weight_decay": self.weight_decay, "lr": lr},
                 {"params": no_decay, "weight_decay": 0.0, "lr": lr},
             ]
-        opt = adamw([g for g in groups if g["params"]], self.lr, self.betas, self.eps, self.fused)
+        opt = adamw(
+            [g for g in groups if g["params"]], self.lr, self.betas, self.eps, self._fused()
+        )
         total = self._stepping_batches()
         if math.isfinite(total):
             warmup = int(self.warmup_ratio * total)

@@ -158,3 +158,52 @@ def test_console_script_runs_like_the_module(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == f"Run directory: {tmp_path}"
+
+
+def test_bf16_mixed_clips_gradients_with_the_fused_optimizer(tmp_path, monkeypatch):
+    # Lightning refuses to clip for a fused AdamW under any mixed precision; under bf16-mixed
+    # (no loss scaling) the module clips itself, so trainer=gpu runs with the default clipping.
+    import lightning as L
+
+    cfg = compose(*FAST, f"paths.output_dir={tmp_path}")
+    _, dm, module = build(cfg)
+    clip = torch.nn.utils.clip_grad_norm_
+    norms = []
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        out = clip(params, max_norm, *args, **kwargs)
+        norms.append((max_norm, torch.linalg.vector_norm(torch.stack(
+            [p.grad.norm() for p in params if p.grad is not None])).item()))  # fmt: skip
+        return out
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    trainer = L.Trainer(
+        accelerator="cpu", precision="bf16-mixed", gradient_clip_val=1e-3, max_steps=2,
+        limit_val_batches=0, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    assert trainer.optimizers[0].defaults["fused"] is True
+    assert len(norms) == 2  # every step clipped...
+    assert all(limit == 1e-3 and 0 < norm <= 1.01e-3 for limit, norm in norms)  # ...to the limit
+
+
+def test_fp16_loss_scaling_turns_the_fused_optimizer_off_when_clipping(tmp_path):
+    # A fused AdamW unscales fp16's scaled gradients inside its step, after clipping: with a loss
+    # scaler the default (optim.fused=null) is the foreach AdamW, and fused=true is refused.
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from framework.errors import UserError
+
+    _, _, module = build(compose(*FAST, f"paths.output_dir={tmp_path}"))
+    scaled = MixedPrecision.__new__(MixedPrecision)
+    scaled.scaler = object()  # what 16-mixed on CUDA holds
+    module._trainer = SimpleNamespace(precision_plugin=scaled, gradient_clip_val=1.0)
+    assert module._fused() is False
+    module._trainer.gradient_clip_val = 0
+    assert module._fused() is None  # no clipping: fused where supported
+    module._trainer.gradient_clip_val, module.fused = 1.0, True
+    with pytest.raises(UserError, match="optim.fused=true cannot clip"):
+        module._fused()
