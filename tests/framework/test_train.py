@@ -205,5 +205,5 @@ def test_fp16_loss_scaling_turns_the_fused_optimizer_off_when_clipping(tmp_path)
     module._trainer.gradient_clip_val = 0
     assert module._fused() is None  # no clipping: fused where supported
     module._trainer.gradient_clip_val, module.fused = 1.0, True
-    with pytest.raises(UserError, match="optim.fused=true cannot clip"):
+    with pytest.raises(UserError, match=r"optim\.fused=true cannot clip"):
         module._fused()
