@@ -129,6 +129,7 @@ class QuestionAnswering(Task):
         }
         if labelled:
             out["start_positions"], out["end_positions"] = [], []
+        reach = [0] * len(contexts)  # the last context character each row's windows hold
         for w, r in enumerate(enc["overflow_to_sample_mapping"]):
             in_context = [s == 1 for s in enc.sequence_ids(w)]
             offsets = enc["offset_mapping"][w]
@@ -140,10 +141,12 @@ class QuestionAnswering(Task):
             out["row"].append(indices[r])
             out["starts"].append(starts)
             out["ends"].append(ends)
+            reach[r] = max(reach[r], *ends)
             if labelled:
                 s, e = self._label(rows[self.answers_column][r], starts, ends, indices[r])
                 out["start_positions"].append(s)
                 out["end_positions"].append(e)
+        _check_windows_cover(contexts, reach, indices)
         return out
 
     def _label(self, value: Any, starts: list[int], ends: list[int], row: int) -> tuple[int, int]:
@@ -298,3 +301,19 @@ class QuestionAnswering(Task):
                 [{"text": where, "answer_start": context.index(where)}]
             )
         return rows
+
+
+def _check_windows_cover(contexts: list[str], reach: list[int], indices: list[int]) -> None:
+    """Every word of every context lies in some window: a tokenizer that drops overflowing
+    windows (tokenizers 0.23.2 keeps only the first two of a text pair) would silently cost
+    answers, so it is refused."""
+    lost = [i for i, (c, end) in enumerate(zip(contexts, reach, strict=True))
+            if any(ch.isalnum() for ch in c[end:])]  # fmt: skip
+    if lost:
+        import tokenizers
+
+        raise UserError(
+            f"the tokenizer left the end of {len(lost)} of {len(contexts)} contexts out of every "
+            f"window (first: row {indices[lost[0]] + 1}); tokenizers {tokenizers.__version__} "
+            "drops overflowing windows of text pairs: install tokenizers>=0.23.3"
+        )

@@ -13,7 +13,8 @@ from collections import Counter
 import pytest
 import torch
 
-from tasks.qa import QuestionAnswering
+from framework.errors import UserError
+from tasks.qa import QuestionAnswering, _check_windows_cover
 from tasks.squad import SquadScores
 from tests.conftest import ROOT
 
@@ -162,3 +163,12 @@ def test_loss_of_a_window_does_not_depend_on_the_padding_beside_it():
     a = task.step(head, hidden, short)["loss"]
     b = task.step(head, with_pads, padded)["loss"]
     assert torch.allclose(a, b, atol=1e-6) and a > 0
+
+
+def test_a_tokenizer_that_drops_windows_is_refused():
+    # tokenizers 0.23.2 (the GPU image's) kept only two windows of a text pair: the rest of the
+    # context, and the answers in it, vanished without a word.
+    contexts = ["Denver won the game.  ", "Carolina lost, 24-10 ...", "short"]
+    _check_windows_cover(contexts, [19, 20, 5], [0, 1, 2])  # only spaces and dots left over
+    with pytest.raises(UserError, match=r"1 of 3 contexts .* \(first: row 8\).*>=0\.23\.3"):
+        _check_windows_cover(contexts, [19, 12, 5], [3, 7, 9])  # "24-10" is in no window
