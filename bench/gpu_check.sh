@@ -20,6 +20,7 @@ OUT="${OUT:-$PWD/gpu_check_out}"
 SMOKE="${SMOKE:-0}"
 DATA="${DATA:-$PWD/.wheelhouse/data}"
 E2E_SEEDS="${E2E_SEEDS:-0}"
+STAGES="${STAGES:-all}"  # a rerun of some stages only: STAGES="gpu_tests throughput"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export TASKLIGHT_CACHE="${TASKLIGHT_CACHE:-/tmp/tasklight-cache}"
 export TASKLIGHT_COMMIT="${TASKLIGHT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
@@ -30,6 +31,7 @@ LOGS=$(mktemp -d)
 stage() {  # stage NAME LIMIT_SECONDS COMMAND...
     local name=$1 limit=$2 start=$SECONDS code=0
     shift 2
+    [ "$STAGES" = all ] || [[ " $STAGES " == *" $name "* ]] || return 0
     echo "== $name (limit ${limit} s): $*" >> "$OUT/gpu_check.log"
     timeout -k 10 "$limit" "$@" > "$LOGS/$name.log" 2>&1 || code=$?
     cat "$LOGS/$name.log" >> "$OUT/gpu_check.log"
