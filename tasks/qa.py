@@ -314,6 +314,6 @@ def _check_windows_cover(contexts: list[str], reach: list[int], indices: list[in
 
         raise UserError(
             f"the tokenizer left the end of {len(lost)} of {len(contexts)} contexts out of every "
-            f"window (first: row {indices[lost[0]] + 1}); tokenizers {tokenizers.__version__} "
-            "drops overflowing windows of text pairs: install tokenizers>=0.23.3"
+            f"window (first: row {indices[lost[0]] + 1}; tokenizers {tokenizers.__version__}, and "
+            "0.23.2 drops overflowing windows of text pairs): install tokenizers>=0.23.3"
         )
