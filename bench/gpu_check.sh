@@ -39,6 +39,7 @@ stage() {  # stage NAME LIMIT_SECONDS COMMAND...
         "$LOGS/$name.log" | tee -a "$OUT/gpu_check.log"
 }
 
+# Not a stage(): the install exports PYTHONPATH, so it runs in this shell, not under timeout.
 install_wheelhouse() { source bench/device/install.sh; }
 start=$SECONDS
 install_wheelhouse > "$LOGS/install.log" 2>&1

@@ -43,6 +43,7 @@ def main() -> None:
     import framework.attention as attention
     from framework.convert import config_to_hf, tasklight_to_hf
     from framework.encoder import Encoder, preset
+    from framework.timing import gemm_flops_per_token
 
     dev = torch.device(a.device)
     assert dev.type != "cuda" or torch.cuda.is_available(), "needs a CUDA device"
@@ -75,8 +76,7 @@ def main() -> None:
         mask = (torch.arange(T)[None] < lengths[:, None]).long()
         batches.append((ids.to(dev), mask.to(dev)))
     real = sum(int(m.sum()) for _, m in batches[a.warmup :])
-    per_layer = 4 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.intermediate_size
-    flops_per_token = 6 * cfg.num_layers * per_layer  # forward + backward, GEMMs only
+    flops_per_token = gemm_flops_per_token(cfg)
     sides = {"tasklight_unpadded_varlen": ours, "tasklight_padded_sdpa": ours, **hf_models}
 
     def sync():

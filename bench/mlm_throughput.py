@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _time_steps(step, batches, warmup: int) -> list[float]:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
+def _time_steps(step, batches, warmup: int, dev: torch.device) -> list[float]:
+    sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
     times = []
     for i, batch in enumerate(batches):
         sync()
@@ -67,6 +67,7 @@ def main() -> None:
     from framework.encoder import Encoder, preset
     from framework.export import export_hf
     from framework.module import TaskModule
+    from framework.timing import gemm_flops_per_token
     from tasks.mlm import MaskedLM
 
     torch.manual_seed(0)
@@ -137,14 +138,11 @@ def main() -> None:
         hf_opt.step()
 
     tok_per_step = a.batch_size * a.length
-    c = encoder.cfg
-    flops_per_token = (
-        6 * c.num_layers * (4 * c.hidden_size**2 + 2 * c.hidden_size * c.intermediate_size)
-    )
+    flops_per_token = gemm_flops_per_token(encoder.cfg)
     results = {}
     for name, step, batches in (("tasklight", ours_step, ours_batches),
                                 ("transformers", hf_step, hf_batches)):  # fmt: skip
-        times = _time_steps(step, batches, a.warmup)
+        times = _time_steps(step, batches, a.warmup, dev)
         med = statistics.median(times)
         mfu = tok_per_step / med * flops_per_token / (a.peak_tflops * 1e12)
         results[name] = {"step_seconds_median": round(med, 3),

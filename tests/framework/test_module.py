@@ -7,9 +7,10 @@ import time
 import pytest
 import torch
 
+from framework.encoder import Encoder, preset
 from framework.errors import UserError
 from framework.module import adamw
-from framework.timing import TrainTimer
+from framework.timing import TrainTimer, gemm_flops_per_token
 
 
 def _groups():
@@ -37,3 +38,10 @@ def test_train_timer_counts_batches_only():
         time.sleep(0.05)  # between batches (loading, validation, checkpoints): not counted
     assert timer.batches == 2
     assert 0.04 <= timer.seconds < 0.09
+
+
+def test_gemm_flops_per_token_is_six_times_the_layer_weights():
+    cfg = preset("base")  # 12 layers, 768 hidden, 3072 intermediate: 85M weights in the layers
+    layers = Encoder(cfg).layers.named_parameters()
+    weights = sum(p.numel() for _, p in layers if p.ndim == 2)  # biases and norms: not GEMMs
+    assert gemm_flops_per_token(cfg) == 6 * weights == 509_607_936
