@@ -125,7 +125,7 @@ def main() -> None:
 
     def ours_step(batch):
         with autocast:
-            loss = module(batch)["loss"]
+            loss = module(batch).loss
         ours_opt.zero_grad(set_to_none=True)
         loss.backward()
         ours_opt.step()

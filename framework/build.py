@@ -8,6 +8,21 @@ from omegaconf import DictConfig, OmegaConf
 from framework.errors import UserError
 
 
+def apply_task_defaults(cfg: DictConfig) -> None:
+    """Import the task packages, find ``cfg.task.name`` and fill a ``task.monitor`` /
+    ``task.mode`` the config leaves null (a task without a YAML) from its class."""
+    from omegaconf import open_dict
+
+    from framework.registry import get_task, import_task_packages
+
+    import_task_packages(cfg.task_packages)
+    cls = get_task(cfg.task.name)
+    with open_dict(cfg.task):
+        for key in ("monitor", "mode"):
+            if cfg.task.get(key) is None:
+                cfg.task[key] = getattr(cls, key)
+
+
 def build(cfg: DictConfig) -> tuple:
     """(tokenizer, datamodule with encoded splits, module) as configured; nothing trained."""
     from transformers import AutoTokenizer

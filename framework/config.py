@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def run_name(task: str, env: dict[str, str] | None = None) -> str:
     DDP launcher passes rank 0's directory to the other processes.
     """
     env = os.environ if env is None else env
+    task = re.sub(r"[^\w.-]+", "-", task)  # a task named by import path: pkg.mod:Class
     now = datetime.now()
     if "SLURM_JOB_ID" in env:
         job = env.get("SLURM_ARRAY_JOB_ID")

@@ -1,8 +1,10 @@
 """Export a trained encoder + head to a Hugging Face model directory.
 
 The directory holds ``config.json`` (with the label names), ``model.safetensors`` and the
-tokenizer; ``transformers`` loads it with the task's ``AutoModelFor...`` class. It is written to a
-temporary sibling first and renamed, so a crash never leaves a half-written export.
+tokenizer; ``transformers`` loads it with the task's ``AutoModelFor...`` class, or, for a task that
+declares none (``Task.hf_export`` returns None), holds the encoder alone (``AutoModel``,
+``BertModel``) and the head stays in the run's checkpoints. It is written to a temporary sibling
+first and renamed, so a crash never leaves a half-written export.
 
 Every export is BERT-layout (``BertFor...``), whatever family the encoder came from: RoBERTa and
 DistilBERT weights convert exactly (``framework.convert.config_to_hf``); an ELECTRA-small-style
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,15 @@ def export_hf(module: TaskModule, tokenizer: Any, out_dir: str | Path) -> Path:
     hf_encoder_state = tasklight_to_hf(
         enc.state_dict(), enc.cfg.num_layers, enc.cfg.position_offset
     )
-    config, state = module.task.hf_export(hf_encoder_config, hf_encoder_state, module.head)
-    config = dict(config)
+    exported = module.task.hf_export(hf_encoder_config, hf_encoder_state, module.head)
+    if exported is None:
+        warnings.warn(
+            f"task {module.task.name!r} declares no transformers AutoModelFor... class: the export "
+            f"holds the encoder (AutoModel) and the tokenizer; its head stays in checkpoints/",
+            stacklevel=2,
+        )
+        exported = {**hf_encoder_config, "architectures": ["BertModel"]}, hf_encoder_state
+    config, state = dict(exported[0]), exported[1]
     hf_config = AutoConfig.for_model(config.pop("model_type"), **config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))

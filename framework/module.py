@@ -22,7 +22,7 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 
 from framework.encoder import Encoder
 from framework.errors import UserError
-from framework.task import Batch, Prediction, Task
+from framework.task import Batch, Prediction, StepOutput, Task
 
 # Devices with torch's fused AdamW kernel (torch >= 2.4). torch checks only at the first step.
 FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu", "hpu")
@@ -87,11 +87,11 @@ class TaskModule(L.LightningModule):
         stage = stage or ("train" if self.training else "val")
         return self.task.prepare_batch(batch, stage)
 
-    def forward(self, batch: Batch, stage: str | None = None) -> dict[str, Any]:
+    def forward(self, batch: Batch, stage: str | None = None) -> StepOutput:
         """A collated batch -> the task's outputs (``loss``, ``logits``, ``preds``, ``target``)."""
         return self.run_prepared(self.prepare(batch, stage))
 
-    def run_prepared(self, batch: Batch) -> dict[str, Any]:
+    def run_prepared(self, batch: Batch) -> StepOutput:
         """``forward`` on a batch that ``prepare`` returned."""
         # A task that reads few positions (masked LM) names them: the encoder then returns those
         # (M, H) rows only and skips the rest of its last layer's work.
@@ -107,24 +107,24 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self(batch)
-        here = not torch.isfinite(out["loss"])
+        here = not torch.isfinite(out.loss)
         # Every process stops together: one that went on would wait forever for the others in
         # the next gradient all-reduce. Stop before the optimizer step spreads it into the
         # weights; checkpoints already written stay as they are.
         if self.trainer.strategy.reduce_boolean_decision(here, all=False):
             where = "" if here else " on another process"
             raise FloatingPointError(
-                f"training loss is {out['loss'].item() if here else 'not finite'}{where} at step "
+                f"training loss is {out.loss.item() if here else 'not finite'}{where} at step "
                 f"{self.global_step} (epoch "
                 f"{self.current_epoch}, batch {batch_idx}); lower optim.lr, or try "
                 "trainer.precision=32-true; the last good checkpoint is in the run directory"
             )
         bs = batch["input_ids"].size(0)
-        self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=bs)
         scheduler = self.lr_schedulers()
         if scheduler is not None:  # the encoder's learning rate (the head's may be scaled)
             self.log("train/lr", scheduler.get_last_lr()[0], batch_size=bs)
-        return out["loss"]
+        return out.loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What the task learned from the training data (its label set): ``predict`` and
@@ -149,7 +149,7 @@ class TaskModule(L.LightningModule):
         if self.draw_figures and self.figures:
             self.task.update_metrics(self.figures, out, batch)
         bs = batch["input_ids"].size(0)
-        self.log(f"{stage}/loss", out["loss"], sync_dist=True, batch_size=bs)
+        self.log(f"{stage}/loss", out.loss, sync_dist=True, batch_size=bs)
 
     def _log_metrics(self, stage: str) -> None:
         # compute() gathers the metric states of every process (torchmetrics), so the values are

@@ -75,6 +75,34 @@ def expand_trainer_overrides(argv: list[str]) -> list[str]:
     return out
 
 
+PLUGIN_TASK = "_plugin"  # conf/task/_plugin.yaml: a task without a YAML of its own
+
+
+def expand_task_overrides(argv: list[str]) -> list[str]:
+    """``task=PKG.MODULE:CLASS`` (or an installed plug-in's name) -> ``task=_plugin
+    task.name=...``, and then each ``task.OPTION=V`` -> ``++task.OPTION=V``: a task needs no YAML
+    in ``conf/task/``, its options are its constructor's (``build_task`` checks them)."""
+    from framework.registry import is_import_path, plugin_names
+
+    args = _overrides(argv)
+    chosen = [a.partition("=")[2] for a in args if a.startswith("task=")]
+    if not chosen or chosen[-1] in (group_options("task") or []):
+        return argv
+    name = chosen[-1]
+    if not (is_import_path(name) or name in plugin_names()):
+        return argv  # an unknown option: check_overrides names the choices
+    out = []
+    for a in argv:
+        key = a.partition("=")[0] if a in args else ""
+        if key == "task":
+            a = f"task={PLUGIN_TASK}"
+            out.append(f"task.name={name}")
+        elif key.startswith("task.") and key != "task.name":
+            a = f"++{a}"
+        out.append(a)
+    return out
+
+
 def check_overrides(argv: list[str]) -> None:
     """Raise ``UserError`` for an unknown group option or config key among ``argv``'s overrides,
     or a run directory that is an existing file (Hydra's ``mkdir`` would fail with a traceback)."""

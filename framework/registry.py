@@ -3,14 +3,21 @@
 A task class registers itself with ``@register_task(name)`` when its module is imported. The
 packages that hold tasks are imported by name from the config (``task_packages``, default
 ``[tasks]``, whose ``__init__`` imports each of its modules): ``framework/`` never imports
-``tasks`` itself, and a user's own package of tasks is one entry in that list.
+``tasks`` itself. A task outside tasklight's tree needs no edit here either:
+
+- by import path, ``task=my_pkg.tasks:PosTagging`` (a ``Task`` subclass, registered or not);
+- by an entry point of an installed package in the ``tasklight.tasks`` group
+  (``[project.entry-points."tasklight.tasks"] pos = "my_pkg.tasks:PosTagging"``): ``task=pos``;
+- by a package in ``task_packages`` whose modules use ``@register_task``.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +26,7 @@ from framework.errors import UserError
 
 T = TypeVar("T")
 _TASKS: dict[str, type] = {}
+ENTRY_POINT_GROUP = "tasklight.tasks"
 
 
 def register_task(name: str) -> Callable[[type[T]], type[T]]:
@@ -51,28 +59,81 @@ def import_task_packages(names: list[str]) -> None:
 
 
 def list_tasks() -> list[str]:
-    """Names of all registered tasks, sorted."""
+    """Names of all registered tasks, sorted (installed plug-ins are loaded when named)."""
     return sorted(_TASKS)
 
 
-def get_task(name: str) -> type:
-    """The task class registered as ``name``; a ``UserError`` with suggestions otherwise."""
-    if name not in _TASKS:
-        close = difflib.get_close_matches(name, _TASKS, n=1)
+def plugin_names() -> list[str]:
+    """Names of the installed plug-in tasks (``tasklight.tasks`` entry points), sorted."""
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def is_import_path(name: str) -> bool:
+    """``pkg.module:Class``: a task named by where its class lives."""
+    module, sep, attr = name.partition(":")
+    return bool(sep and module and attr.isidentifier())
+
+
+def get_task(name: str, import_paths: bool = True) -> type:
+    """The task class named ``name``: registered, an installed plug-in (entry point) or, if
+    ``import_paths``, an import path ``pkg.module:Class``; a one-line ``UserError`` otherwise."""
+    if name in _TASKS:
+        return _TASKS[name]
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if found:
+        cls = _load(name, found[0].value, found[0].load, f"the entry point {found[0].value!r}")
+    elif is_import_path(name) and import_paths:
+        module, _, attr = name.partition(":")
+        cls = _load(name, name, lambda: getattr(importlib.import_module(module), attr), "it")
+    else:
+        known = sorted({*_TASKS, *plugin_names()})
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}.{hint}")
-    return _TASKS[name]
+        raise UserError(
+            f"unknown task {name!r}; known tasks: {', '.join(known)}, or a class of your own as "
+            f"task=PKG.MODULE:CLASS.{hint}"
+        )
+    if "name" not in vars(cls):  # not registered under a name of its own (a subclass inherits)
+        cls.name = name
+    _TASKS[name] = cls
+    return cls
+
+
+def _load(name: str, path: str, load: Callable[[], type], what: str) -> type:
+    """The class ``load()`` returns, checked; a broken plug-in is a one-line ``UserError``."""
+    from framework.task import Task
+
+    module = path.partition(":")[0]
+    try:
+        cls = load()
+    except ModuleNotFoundError as e:
+        if e.name == module or module.startswith(f"{e.name}."):
+            raise UserError(
+                f"task {name!r}: module {module!r} cannot be imported; install it or put its "
+                "directory on PYTHONPATH"
+            ) from None
+        raise UserError(f"task {name!r}: importing {module!r} failed: {e}") from None
+    except AttributeError as e:
+        raise UserError(f"task {name!r}: {e}; check the class name after ':'") from None
+    except Exception as e:  # a plug-in whose import raises: name it, not a traceback
+        raise UserError(
+            f"task {name!r}: importing {what} failed: {type(e).__name__}: {e}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise UserError(f"task {name!r}: {path} is not a subclass of framework.task.Task")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise UserError(f"task {name!r}: {path} does not implement {missing}")
+    return cls
 
 
 TASK_KEYS = ("name", "monitor", "mode")  # task config keys that are not constructor args
 
 
-def build_task(task_cfg: DictConfig):
-    """The registered task named ``task_cfg.name``, with the rest of ``task_cfg`` as its args."""
-    import inspect
-
+def build_task(task_cfg: DictConfig, import_paths: bool = True):
+    """The task named ``task_cfg.name``, with the rest of ``task_cfg`` as its args."""
     args = OmegaConf.to_container(task_cfg, resolve=True)
-    cls = get_task(task_cfg.name)
+    cls = get_task(task_cfg.name, import_paths)
     kwargs = {k: v for k, v in args.items() if k not in TASK_KEYS}
     known = set(inspect.signature(cls).parameters)
     unknown = sorted(set(kwargs) - known)

@@ -99,13 +99,22 @@ def load_run(
 
     The task packages imported are ``packages`` (the user's ``task_packages=`` argument, default
     ``tasks``), never the ones the run's ``config.yaml`` names: a run directory from someone
-    else must not make this process import a module of its choosing.
+    else must not make this process import a module of its choosing. A task named by import
+    path (``pkg.mod:Class``) is imported only when ``packages`` holds ``pkg.mod``; an installed
+    plug-in (entry point) is code the user installed, and is loaded.
     """
     from transformers import AutoTokenizer
 
     from framework.module import TaskModule
     from framework.pretrained import build_encoder
-    from framework.registry import build_task, import_task_packages, list_tasks
+    from framework.registry import (
+        build_task,
+        get_task,
+        import_task_packages,
+        is_import_path,
+        list_tasks,
+        plugin_names,
+    )
 
     path = Path(ckpt) if ckpt else best_checkpoint(run_dir)
     state = load_checkpoint(path)  # weights_only: a shared run directory runs no code
@@ -115,15 +124,20 @@ def load_run(
         raise UserError(f"checkpoint {path} has no task state (written by an older version)")
     packages = list(packages or DEFAULT_TASK_PACKAGES)
     import_task_packages(packages)
-    if cfg.task.name not in list_tasks():
+    name = cfg.task.name
+    module = name.partition(":")[0] if is_import_path(name) else None
+    if module in packages:  # the user named the task's module: they trust that code
+        get_task(name)
+    if name not in list_tasks() and name not in plugin_names():
         named = list(cfg.get("task_packages") or [])
+        named = [module] if module else named
         raise UserError(
-            f"task {cfg.task.name!r} of {run_dir} is not in the task packages imported "
-            f"({', '.join(packages)}); its config.yaml names task_packages {named}, which are "
-            f"not imported from a run directory: pass task_packages={','.join(named) or 'PKG'} "
-            "if you trust that code"
+            f"task {name!r} of {run_dir} is not in the task packages imported "
+            f"({', '.join(packages)}) nor an installed plug-in; its config.yaml names "
+            f"{'the module' if module else 'task_packages'} {named}, which a run directory does "
+            f"not import: pass task_packages={','.join(named) or 'PKG'} if you trust that code"
         )
-    task = build_task(cfg.task)
+    task = build_task(cfg.task, import_paths=False)
     task.load_state_dict(state["task_state"])
     export = run_dir / "export"
     found = [d for d in (export, run_dir / "tokenizer") if (d / "tokenizer.json").is_file()]

@@ -5,9 +5,13 @@ builds its head, computes loss and predictions from the encoder's output, declar
 decodes predictions and lays its weights out for a Hugging Face export. The generic
 ``framework.module.TaskModule`` does everything else (optimisation, logging, precision, DDP).
 
-``Task`` declares every hook ``framework/`` calls: the abstract ones each task writes, the others
-with a default that does nothing special. ``framework/`` calls only these, so a reader of this
-file knows everything a task can be asked.
+``Task`` declares every hook ``framework/`` calls. Six are abstract, the small core every task
+writes: ``encode``, ``collate``, ``build_head``, ``step``, ``metrics`` and ``decode`` (what a
+prediction is). Every other hook has a default that does nothing special (no column check, no
+setup, no ``transformers`` export class...). ``framework/`` calls only these, so a reader of this
+file knows everything a task can be asked. The class also declares its monitored metric and the
+direction (``monitor``, ``mode``); its constructor's defaults are its options, so a task needs
+no YAML (``conf/task/NAME.yaml`` documents the shipped ones and may set what differs).
 
 Rows are column-major ``dict[str, list]`` (what ``datasets.Dataset.map(batched=True)`` passes).
 Every feature carries ``row``, the id of the row it came from in its split (one row may give
@@ -18,6 +22,7 @@ Splits: ``train``, ``val``, ``test`` and ``predict`` (inputs without labels).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +36,23 @@ Batch = dict[str, torch.Tensor]
 Prediction = dict[str, torch.Tensor]  # tensors with one leading entry per feature (or per item)
 
 
+@dataclass
+class StepOutput:
+    """What ``Task.step`` returns: the fields the framework reads, the same for every task."""
+
+    loss: torch.Tensor | None  # scalar; None for a batch without labels (predict)
+    logits: torch.Tensor  # compared with the exported ``transformers`` model's (``hf_outputs``)
+    preds: Any  # what ``update_metrics`` and ``prediction`` read (a tensor, or a dict of them)
+    target: Any = None  # the gold values ``update_metrics`` compares with; None without labels
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # a task's own (MLM: hidden)
+
+
 class Task(ABC):
-    name: ClassVar[str]  # set by ``register_task``
+    name: ClassVar[str]  # set by ``register_task`` (or the import path a run names it by)
+    # The metric that selects the best checkpoint, and whether higher (max) or lower is better;
+    # ``task.monitor`` / ``task.mode`` override them.
+    monitor: ClassVar[str] = "val/loss"
+    mode: ClassVar[str] = "min"
 
     # -- declarations (class attributes) ---------------------------------------------------------
 
@@ -45,14 +65,14 @@ class Task(ABC):
 
     # -- data -----------------------------------------------------------------------------------
 
-    @abstractmethod
     def check_columns(self, columns: list[str], split: str) -> None:
         """Raise ``UserError`` if a split lacks a column the task reads (``predict``: the input
-        columns only)."""
+        columns only); ``require_columns`` helps. By default ``encode`` meets the gap."""
+        return None  # optional hook: no check by default
 
-    @abstractmethod
     def setup(self, train_rows: dict[str, list]) -> None:
         """See the training rows once before encoding (e.g. to infer the label set)."""
+        return None  # optional hook: nothing to learn by default
 
     def state_dict(self) -> dict[str, Any]:
         """What ``setup`` learned (label set, tag scheme), saved with checkpoints: ``predict`` and
@@ -119,9 +139,9 @@ class Task(ABC):
         return None
 
     @abstractmethod
-    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
-        """hidden (B, T, H) or (M, H) -> {"loss", "logits", "preds", "target"}. ``loss`` and
-        ``target`` are None for a batch without labels (predict)."""
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
+        """hidden (B, T, H) or (M, H) -> loss, logits, predictions and targets (``loss`` and
+        ``target`` are None for a batch without labels: predict)."""
 
     # -- metrics and outputs ------------------------------------------------------------------
 
@@ -129,18 +149,19 @@ class Task(ABC):
     def metrics(self, split: str) -> MetricCollection:
         """Fresh torchmetrics objects for ``split`` (val or test), fed by ``update_metrics``."""
 
-    def update_metrics(self, metrics: MetricCollection, out: dict[str, Any], batch: Batch) -> None:
+    def update_metrics(self, metrics: MetricCollection, out: StepOutput, batch: Batch) -> None:
         """Feed one evaluation batch's ``step`` output to ``metrics``."""
-        metrics.update(out["preds"], out["target"])
+        metrics.update(out.preds, out.target)
 
     def figures(self) -> dict[str, Metric]:
         """Metrics whose ``plot()`` draws a figure of the final evaluation (a confusion matrix),
         fed like ``metrics``; each is written as ``NAME.png`` in the run directory."""
         return {}
 
-    @abstractmethod
-    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
-        """What a predict run keeps of one batch (tensors, concatenated over batches)."""
+    def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
+        """What a predict run keeps of one batch (tensors, concatenated over batches): by
+        default each feature's row id and ``preds``."""
+        return {"row": batch["row"], "preds": out.preds}
 
     @abstractmethod
     def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
@@ -156,15 +177,39 @@ class Task(ABC):
         """The exported ``transformers`` model's output in the layout of ``step``'s logits."""
         return output.logits
 
-    @abstractmethod
     def hf_export(
         self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module
-    ) -> tuple[dict, dict[str, torch.Tensor]]:
-        """(config.json dict, state dict) of the matching ``transformers`` AutoModelFor... class."""
+    ) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        """(config.json dict, state dict) of the matching ``transformers`` AutoModelFor... class.
+        None (the default): no such class; the export holds the encoder alone (``AutoModel``)
+        and the tokenizer, and the head stays in the checkpoints."""
+        return None
 
-    @abstractmethod
+    # -- what the tests ask of a task (optional: a test a task declares nothing for is skipped) --
+
     def synthetic_rows(self, n: int, seed: int) -> dict[str, list]:
-        """``n`` small valid raw rows; the contract tests run every task on them."""
+        """``n`` small valid raw rows; the contract tests run every task that declares them."""
+        raise NotImplementedError
+
+    def predict_rows(self, n: int, seed: int) -> dict[str, list]:
+        """Raw rows to predict in the tests (default: ``synthetic_rows``); rows of different
+        lengths show that predictions come back in input order."""
+        return self.synthetic_rows(n, seed)
+
+    def hf_predictions(self, export_dir: Path, rows: list[dict[str, Any]]) -> list:
+        """What the exported ``transformers`` model predicts for each raw row, in the terms of
+        ``record_value``: the tests compare it with ``framework.predict``'s records."""
+        raise NotImplementedError
+
+    def record_value(self, record: dict[str, Any]) -> Any:
+        """The field of a ``decode`` record that ``hf_predictions`` is compared with; a float
+        or a list of floats is compared within 1e-4, anything else exactly."""
+        raise NotImplementedError
+
+    def text_line(self, row: dict[str, Any]) -> str | None:
+        """A raw row as a line of plain text that ``text_row`` reads back, or None (the row
+        goes to ``framework.predict input=-`` as a JSON line)."""
+        return None
 
 
 def pad(seqs: list[list[int]], value: int) -> torch.Tensor:

@@ -18,11 +18,15 @@ import hydra
 from omegaconf import DictConfig
 
 from framework import rundir
-from framework.build import build
+from framework.build import apply_task_defaults, build
 from framework.checks import check_config
 from framework.config import CONF_DIR, print_config, register_resolvers
 from framework.errors import UserError
-from framework.overrides import check_overrides, expand_trainer_overrides
+from framework.overrides import (
+    check_overrides,
+    expand_task_overrides,
+    expand_trainer_overrides,
+)
 
 register_resolvers()
 
@@ -33,6 +37,7 @@ def run(cfg: DictConfig) -> dict:
     from lightning.pytorch.utilities import rank_zero_only
 
     run_dir = Path(cfg.paths.output_dir)
+    apply_task_defaults(cfg)  # an unknown task fails here, before the run directory is made
     print_config(cfg)
     check_config(cfg)
     resume, overwrite = cfg.get("resume") == "auto", bool(cfg.get("overwrite"))
@@ -167,6 +172,8 @@ def _sigterm_checkpoint(cfg: DictConfig) -> str:
 
 def main() -> None:
     try:
+        # A task named by import path or plug-in name, without a YAML in conf/task/.
+        sys.argv[1:] = expand_task_overrides(sys.argv[1:])
         check_overrides(sys.argv[1:])
         # Any lightning.Trainer argument as trainer.NAME=..., listed in the config or not.
         sys.argv[1:] = expand_trainer_overrides(sys.argv[1:])

@@ -6,6 +6,7 @@ MRPC and QQP); the final evaluation draws a confusion matrix.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from torchmetrics.classification import (
 
 from framework.errors import UserError
 from framework.registry import register_task
-from framework.task import Batch, Prediction, is_missing
+from framework.task import Batch, Prediction, StepOutput, is_missing
 from tasks.sequence import SequenceTask
 
 
@@ -40,6 +41,9 @@ class PositiveClassF1(BinaryF1Score):
 @register_task("classification")
 class Classification(SequenceTask):
     """Labels are read as strings; ``labels`` fixes their set and order (inferred when None)."""
+
+    monitor = "val/acc"
+    mode = "max"
 
     problem_type = "single_label_classification"
 
@@ -130,11 +134,11 @@ class Classification(SequenceTask):
     def collate_target(self, values: list) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long)
 
-    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
         logits = self.logits(head, hidden)  # (B, C)
         target = batch.get("labels")  # (B,)
         loss = F.cross_entropy(logits, target) if target is not None else None
-        return {"loss": loss, "logits": logits, "preds": logits.argmax(-1), "target": target}
+        return StepOutput(loss, logits, logits.argmax(-1), target)
 
     def metrics(self, split: str) -> MetricCollection:
         c = self.num_outputs
@@ -150,8 +154,8 @@ class Classification(SequenceTask):
     def figures(self) -> dict[str, Metric]:
         return {"confusion_matrix": NamedConfusionMatrix(self.label_names or self.labels)}
 
-    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
-        return {"row": batch["row"], "probs": out["logits"].softmax(-1)}
+    def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
+        return {"row": batch["row"], "probs": out.logits.softmax(-1)}
 
     def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
         names = self.label_names or self.labels
@@ -171,6 +175,15 @@ class Classification(SequenceTask):
         labels = self.labels or ["0", "1"]
         rows[self.label_column] = [labels[y % len(labels)] for y in kinds]
         return rows
+
+    def hf_predictions(self, export_dir: Path, rows: list[dict[str, Any]]) -> list:
+        import transformers
+
+        names = transformers.AutoConfig.from_pretrained(export_dir).id2label
+        return [names[int(logits.argmax())] for logits in self.hf_logits(export_dir, rows)]
+
+    def record_value(self, record: dict[str, Any]) -> Any:
+        return record["label"]
 
 
 def check_label_spellings(labels: list[str], column: str) -> None:

@@ -36,7 +36,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from framework.errors import UserError
 from framework.readers import read_utf8
 from framework.registry import register_task
-from framework.task import Batch, Prediction, Task, pad
+from framework.task import Batch, Prediction, StepOutput, Task, pad
 from tasks.mlm_head import _PRETRAINED_HEADS, MLMHead
 from tasks.mlm_metrics import MaskedPerplexity, MostFrequentAccuracy, OutputSpread
 
@@ -45,6 +45,9 @@ TEXT_SUFFIXES = (".txt", ".raw", ".text")
 
 @register_task("mlm")
 class MaskedLM(Task):
+    monitor = "val/perplexity"
+    mode = "min"
+
     def __init__(
         self,
         text_column: str = "text",
@@ -105,9 +108,6 @@ class MaskedLM(Task):
 
     def tokenizer_texts(self, rows: dict[str, list]) -> list[str]:
         return [str(t) for t in rows[self.text_column]]
-
-    def setup(self, train_rows: dict[str, list]) -> None:
-        pass
 
     def check_columns(self, columns: list[str], split: str) -> None:
         if self.text_column not in columns:
@@ -255,7 +255,7 @@ class MaskedLM(Task):
 
     def step(
         self, head: nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    ) -> StepOutput:
         labels = batch["labels"]  # (B, T), -100 where not predicted
         chosen = labels != -100
         if hidden.dim() == 3:  # (B, T, H): the full output, not only the chosen rows
@@ -265,13 +265,13 @@ class MaskedLM(Task):
         loss = F.cross_entropy(logits.float(), target) if "fill" not in batch else None
         preds = torch.full_like(labels, -100)
         preds[chosen] = logits.argmax(-1)
-        return {"loss": loss, "logits": logits, "preds": preds, "target": labels, "hidden": hidden}
+        return StepOutput(loss, logits, preds, labels, extras={"hidden": hidden})
 
-    def update_metrics(self, metrics: MetricCollection, out: dict[str, Any], batch: Batch) -> None:
+    def update_metrics(self, metrics: MetricCollection, out: StepOutput, batch: Batch) -> None:
         """Logits and gold at the masked positions; the output spread also reads the hidden
         vectors there (keyword inputs reach only the metrics whose update takes them)."""
-        target = out["target"][out["target"] != -100]
-        metrics.update(out["logits"].detach(), target, hidden=out["hidden"].detach())
+        target = out.target[out.target != -100]
+        metrics.update(out.logits.detach(), target, hidden=out.extras["hidden"].detach())
 
     def metrics(self, split: str) -> MetricCollection:
         return MetricCollection({
@@ -281,14 +281,14 @@ class MaskedLM(Task):
             "output_spread": OutputSpread(),
         })  # fmt: skip
 
-    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
+    def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
         """(row, token offset in the row's document, predicted id) at each [MASK] of the input
         (or, outside predict, at each masked position)."""
-        fill = batch["fill"] if "fill" in batch else out["preds"] != -100
+        fill = batch["fill"] if "fill" in batch else out.preds != -100
         piece = batch["segment_ids"].clamp(min=0)  # (B, T)
         rows = torch.gather(batch["piece_rows"], 1, piece)
         offsets = torch.gather(batch["piece_starts"], 1, piece) + batch["position_ids"] - 1
-        filled = torch.stack([rows, offsets, out["preds"]], -1)[fill]  # (M, 3)
+        filled = torch.stack([rows, offsets, out.preds], -1)[fill]  # (M, 3)
         pieces = batch["piece_rows"][batch["piece_rows"] >= 0]  # every row, with or without masks
         marks = torch.stack([pieces, -torch.ones_like(pieces), -torch.ones_like(pieces)], -1)
         return {"packed": torch.cat([filled, marks])}
@@ -330,6 +330,23 @@ class MaskedLM(Task):
         # them (it has no packed attention) in the export check.
         doc = " ".join(rng.choices(words, k=30))
         return {self.text_column: [doc] * n}
+
+    def predict_rows(self, n: int, seed: int) -> dict[str, list]:
+        """Texts with a [MASK] to fill in, of different lengths."""
+        texts = ["the cat sat on the [MASK] .", "a dog [MASK] far", "[MASK] home"]
+        return {self.text_column: texts}
+
+    def hf_predictions(self, export_dir: Path, rows: list[dict[str, Any]]) -> list:
+        import transformers
+
+        fill = transformers.pipeline("fill-mask", model=str(export_dir), tokenizer=str(export_dir))
+        return [[fill(r[self.text_column], top_k=1)[0]["token_str"]] for r in rows]
+
+    def record_value(self, record: dict[str, Any]) -> Any:
+        return record["filled"]
+
+    def text_line(self, row: dict[str, Any]) -> str | None:
+        return row[self.text_column]
 
 
 def _first_token_of_word(word: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ Text columns, head and export as in ``tasks/sequence.py``; the export is a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from torchmetrics.classification import MultilabelF1Score
 
 from framework.errors import UserError
 from framework.registry import register_task
-from framework.task import Batch, Prediction, is_missing
+from framework.task import Batch, Prediction, StepOutput, is_missing
 from tasks.classification import check_label_spellings
 from tasks.sequence import SequenceTask
 
@@ -28,6 +29,9 @@ from tasks.sequence import SequenceTask
 class MultiLabel(SequenceTask):
     """``labels``: the label values in id order (None: sorted values of the train split);
     ``label_names``: their display names (e.g. GoEmotions' emotions for ids 0-27)."""
+
+    monitor = "val/f1_macro"
+    mode = "max"
 
     problem_type = "multi_label_classification"
 
@@ -124,13 +128,13 @@ class MultiLabel(SequenceTask):
             target[i, ids] = 1
         return target  # (B, L) multi-hot
 
-    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
         logits = self.logits(head, hidden)  # (B, L)
         target = batch.get("labels")
         loss = None
         if target is not None:
             loss = F.binary_cross_entropy_with_logits(logits, target.float())
-        return {"loss": loss, "logits": logits, "preds": logits.sigmoid(), "target": target}
+        return StepOutput(loss, logits, logits.sigmoid(), target)
 
     def metrics(self, split: str) -> MetricCollection:
         n, t = self.num_outputs, self.threshold
@@ -146,8 +150,8 @@ class MultiLabel(SequenceTask):
             }
         )
 
-    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
-        return {"row": batch["row"], "probs": out["preds"]}
+    def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
+        return {"row": batch["row"], "probs": out.preds}
 
     def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
         out = {}
@@ -165,3 +169,9 @@ class MultiLabel(SequenceTask):
         rows, kinds = self.synthetic_texts(n, seed)
         rows[self.label_column] = ["a,c" if y else "b" for y in kinds]  # one and two labels
         return rows
+
+    def hf_predictions(self, export_dir: Path, rows: list[dict[str, Any]]) -> list:
+        return [logits.sigmoid().tolist() for logits in self.hf_logits(export_dir, rows)]
+
+    def record_value(self, record: dict[str, Any]) -> Any:
+        return list(record["scores"].values())

@@ -14,6 +14,7 @@ letters). Candidates are scored by position: two identical candidate texts stay 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from framework.errors import UserError
 from framework.registry import register_task
-from framework.task import Batch, Prediction, Task, is_missing, pad, require_columns
+from framework.task import Batch, Prediction, StepOutput, Task, is_missing, pad, require_columns
 from tasks.sequence import PooledHead
 
 
@@ -37,6 +38,9 @@ def field(value: Any, path: list[str]) -> Any:
 
 @register_task("multiple_choice")
 class MultipleChoice(Task):
+    monitor = "val/acc"
+    mode = "max"
+
     def __init__(
         self,
         context_column: str = "question",
@@ -180,19 +184,19 @@ class MultipleChoice(Task):
         cls[:, 0] = True
         return cls
 
-    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
         if hidden.dim() == 3:  # (B x N, T, H): the full output, not only the [CLS] rows
             hidden = hidden[:, 0]
         logits = head(hidden).float().view(-1, self.num_choices)  # (B, N)
         target = batch.get("labels")
         loss = F.cross_entropy(logits, target) if target is not None else None
-        return {"loss": loss, "logits": logits, "preds": logits.argmax(-1), "target": target}
+        return StepOutput(loss, logits, logits.argmax(-1), target)
 
     def metrics(self, split: str) -> MetricCollection:
         return MetricCollection({"acc": MulticlassAccuracy(self.num_choices, average="micro")})
 
-    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
-        return {"row": batch["row"], "probs": out["logits"].softmax(-1)}
+    def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
+        return {"row": batch["row"], "probs": out.logits.softmax(-1)}
 
     def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
         """Per row: the chosen candidate's index, label and text, and every candidate's score."""
@@ -237,3 +241,20 @@ class MultipleChoice(Task):
             rows[self.choices_column].append(choices)
             rows[self.label_column].append(answer)
         return rows
+
+    def hf_predictions(self, export_dir: Path, rows: list[dict[str, Any]]) -> list:
+        import transformers
+
+        tok = transformers.AutoTokenizer.from_pretrained(export_dir)
+        model = transformers.AutoModelForMultipleChoice.from_pretrained(export_dir).eval()
+        out = []
+        for r in rows:
+            choices = r[self.choices_column]
+            enc = tok([r[self.context_column]] * len(choices), choices, return_tensors="pt",
+                      padding=True)  # fmt: skip
+            with torch.no_grad():
+                out.append(int(model(**{k: v[None] for k, v in enc.items()}).logits[0].argmax()))
+        return out
+
+    def record_value(self, record: dict[str, Any]) -> Any:
+        return record["choice"]

@@ -25,7 +25,7 @@ from torchmetrics import MetricCollection
 from framework.errors import UserError
 from framework.readers import read_utf8
 from framework.registry import register_task
-from framework.task import Batch, Prediction, Task, pad, pad_tokens, require_columns
+from framework.task import Batch, Prediction, StepOutput, Task, pad, pad_tokens, require_columns
 from tasks.entities import EntityF1, _stitch, detect_scheme, entities, to_iob2
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".bio")
 @register_task("ner")
 class NER(Task):
     """Token classification over words. ``labels``: IOB2 tags in id order (None: from train)."""
+
+    monitor = "val/f1"
+    mode = "max"
 
     def __init__(
         self,
@@ -238,7 +241,7 @@ class NER(Task):
         nn.init.zeros_(head[1].bias)
         return head
 
-    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
         logits = head(hidden).float()  # (B, T, C)
         labels = batch.get("labels")  # (B, T)
         loss = target = None
@@ -249,7 +252,7 @@ class NER(Task):
         row = batch["row"][:, None].expand_as(scored)
         pred = logits.argmax(-1)
         packed = torch.stack([row, batch["word"], batch["centrality"], pred], -1)[scored]
-        return {"loss": loss, "logits": logits, "preds": packed, "target": target}
+        return StepOutput(loss, logits, packed, target)
 
     def metrics(self, split: str) -> MetricCollection:
         return MetricCollection({"entity": EntityF1(self.labels)})
@@ -257,8 +260,8 @@ class NER(Task):
     def figures(self) -> dict[str, Any]:
         return {"f1_per_type": EntityF1Chart(self.labels)}
 
-    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
-        return {"packed": out["preds"]}  # (words, 4): row, word, centrality, tag id
+    def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
+        return {"packed": out.preds}  # (words, 4): row, word, centrality, tag id
 
     def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
         """Per row: word-level tags and entity spans (type, first word, last word). A long
@@ -291,6 +294,30 @@ class NER(Task):
             tokens.append([who, "flew", "to", where, "today"])
             tags.append(["B-PER", "O", "O", "B-LOC", "O"])
         return {self.tokens_column: tokens, self.tags_column: tags}
+
+    def hf_predictions(self, export_dir: Path, rows: list[dict[str, Any]]) -> list:
+        """The exported model's tag of each word's first token."""
+        import transformers
+
+        tok = transformers.AutoTokenizer.from_pretrained(export_dir)
+        model = transformers.AutoModelForTokenClassification.from_pretrained(export_dir).eval()
+        out = []
+        for r in rows:
+            enc = tok(r[self.tokens_column], is_split_into_words=True, return_tensors="pt")
+            with torch.no_grad():
+                tags = model(**enc).logits[0].argmax(-1).tolist()
+            first: dict[int, str] = {}
+            for pos, w in enumerate(enc.word_ids()):
+                if w is not None and w not in first:
+                    first[w] = model.config.id2label[tags[pos]]
+            out.append([first[w] for w in sorted(first)])
+        return out
+
+    def record_value(self, record: dict[str, Any]) -> Any:
+        return record["tags"]
+
+    def text_line(self, row: dict[str, Any]) -> str | None:
+        return " ".join(row[self.tokens_column])
 
 
 def _inside(tag: str) -> str:

@@ -36,12 +36,14 @@ from torchmetrics import MetricCollection
 from framework.errors import UserError
 from framework.readers import read_utf8
 from framework.registry import register_task
-from framework.task import Batch, Prediction, Task, pad, pad_tokens, require_columns
+from framework.task import Batch, Prediction, StepOutput, Task, pad, pad_tokens, require_columns
 from tasks.squad import SquadScores, answers_of, best_answers, squad_rows
 
 
 @register_task("qa")
 class QuestionAnswering(Task):
+    monitor = "val/f1"
+    mode = "max"
     file_format = "squad"  # data.format=squad; the default for .json files
     file_suffixes = (".json",)
 
@@ -92,9 +94,6 @@ class QuestionAnswering(Task):
             wanted.append(self.answers_column)
         hint = "task.question_column / task.context_column / task.answers_column"
         require_columns(columns, wanted, split, hint)
-
-    def setup(self, train_rows: dict[str, list]) -> None:
-        pass
 
     def keep_rows(self, split: str, rows: dict[str, list]) -> None:
         kept = {"context": [str(c) for c in rows[self.context_column]]}
@@ -190,7 +189,7 @@ class QuestionAnswering(Task):
         nn.init.zeros_(head.bias)
         return head
 
-    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
         logits = head(hidden).float()  # (B, T, 2)
         start, end = logits.unbind(-1)  # (B, T) each
         loss = None
@@ -213,7 +212,7 @@ class QuestionAnswering(Task):
             "end": ends.masked_fill(~valid, -1),
             "null": start[:, 0] + end[:, 0],
         }
-        return {"loss": loss, "logits": logits, "preds": spans, "target": None}
+        return StepOutput(loss, logits, spans, None)
 
     def spans(
         self, start: torch.Tensor, end: torch.Tensor, context: torch.Tensor, k: int
@@ -229,8 +228,8 @@ class QuestionAnswering(Task):
         top = scores.masked_fill(~ok, float("-inf")).flatten(1).topk(min(k, T * T), dim=1)
         return top.values, top.indices // T, top.indices % T
 
-    def update_metrics(self, metrics: MetricCollection, out: dict[str, Any], batch: Batch) -> None:
-        p = out["preds"]
+    def update_metrics(self, metrics: MetricCollection, out: StepOutput, batch: Batch) -> None:
+        p = out.preds
         metrics.update(batch["row"], p["score"][:, 0], p["start"][:, 0], p["end"][:, 0], p["null"])
 
     def metrics(self, split: str) -> MetricCollection:
@@ -239,8 +238,8 @@ class QuestionAnswering(Task):
 
         return MetricCollection({"squad": SquadScores(rows_of, self.unanswerable)})
 
-    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
-        return {"row": batch["row"], **out["preds"]}
+    def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
+        return {"row": batch["row"], **out.preds}
 
     def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
         """Per row: the answer text, its score and character span, and the n-best spans."""
@@ -301,6 +300,36 @@ class QuestionAnswering(Task):
                 [{"text": where, "answer_start": context.index(where)}]
             )
         return rows
+
+    def predict_rows(self, n: int, seed: int) -> dict[str, list]:
+        rows = self.synthetic_rows(n, seed)  # of varied lengths: sorting by length reorders them
+        rows[self.context_column] = [
+            c + " and then" * i for i, c in enumerate(rows[self.context_column])
+        ]
+        return rows
+
+    def hf_predictions(self, export_dir: Path, rows: list[dict[str, Any]]) -> list:
+        """The exported model's best span of at most 30 tokens (transformers 5 has no
+        question-answering pipeline)."""
+        import transformers
+
+        tok = transformers.AutoTokenizer.from_pretrained(export_dir)
+        model = transformers.AutoModelForQuestionAnswering.from_pretrained(export_dir).eval()
+        out = []
+        for r in rows:
+            context = r[self.context_column]
+            enc = tok(r[self.question_column], context, return_offsets_mapping=True)
+            offsets = enc.pop("offset_mapping")
+            with torch.no_grad():
+                o = model(**{k: torch.tensor([v]) for k, v in enc.items()})
+            ctx = [i for i, s in enumerate(enc.sequence_ids()) if s == 1]
+            spans = [(i, j) for i in ctx for j in ctx if 0 <= j - i < 30]
+            i, j = max(spans, key=lambda p: float(o.start_logits[0, p[0]] + o.end_logits[0, p[1]]))
+            out.append(context[offsets[i][0] : offsets[j][1]])
+        return out
+
+    def record_value(self, record: dict[str, Any]) -> Any:
+        return record["answer"]
 
 
 def _check_windows_cover(contexts: list[str], reach: list[int], indices: list[int]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, SpearmanC
 
 from framework.errors import UserError
 from framework.registry import register_task
-from framework.task import Batch, Prediction, is_missing
+from framework.task import Batch, Prediction, StepOutput, is_missing
 from tasks.sequence import SequenceTask
 
 
@@ -66,6 +67,9 @@ def _cat(x: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
 class Regression(SequenceTask):
     """The label column holds numbers (strings in CSV/TSV are parsed)."""
 
+    monitor = "val/pearson"
+    mode = "max"
+
     problem_type = "regression"
 
     def __init__(
@@ -78,9 +82,6 @@ class Regression(SequenceTask):
         super().__init__(text_column, text_pair_column, label_column, dropout)
 
     num_outputs = 1
-
-    def setup(self, train_rows: dict[str, list]) -> None:
-        pass
 
     def encode_target(self, values: list[Any], indices: list[int]) -> list[float]:
         out = []
@@ -105,12 +106,12 @@ class Regression(SequenceTask):
     def collate_target(self, values: list) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float)
 
-    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> dict[str, Any]:
+    def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
         logits = self.logits(head, hidden)  # (B, 1)
         preds = logits[:, 0]
         target = batch.get("labels")
         loss = F.mse_loss(preds, target) if target is not None else None
-        return {"loss": loss, "logits": logits, "preds": preds, "target": target}
+        return StepOutput(loss, logits, preds, target)
 
     def metrics(self, split: str) -> MetricCollection:
         with warnings.catch_warnings():  # it keeps every prediction: known, evaluation sets
@@ -125,8 +126,8 @@ class Regression(SequenceTask):
     def figures(self) -> dict[str, Metric]:
         return {"predicted_vs_gold": Scatter()}
 
-    def prediction(self, out: dict[str, Any], batch: Batch) -> Prediction:
-        return {"row": batch["row"], "value": out["preds"]}
+    def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
+        return {"row": batch["row"], "value": out.preds}
 
     def decode(self, preds: Prediction) -> dict[int, dict[str, Any]]:
         rows, values = preds["row"].tolist(), preds["value"].tolist()
@@ -136,3 +137,9 @@ class Regression(SequenceTask):
         rows, kinds = self.synthetic_texts(n, seed)
         rows[self.label_column] = [4.0 * y + 0.5 for y in kinds]
         return rows
+
+    def hf_predictions(self, export_dir: Path, rows: list[dict[str, Any]]) -> list:
+        return [float(logits[0]) for logits in self.hf_logits(export_dir, rows)]
+
+    def record_value(self, record: dict[str, Any]) -> Any:
+        return record["value"]

@@ -10,6 +10,8 @@ query per row.
 from __future__ import annotations
 
 import random
+from abc import abstractmethod
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,7 +56,8 @@ class PooledHead(nn.Module):
 
 
 class SequenceTask(Task):
-    """Text columns, encoding, head and export; subclasses add the target, loss and metrics."""
+    """Text columns, encoding, head and export; subclasses add the target (the three abstract
+    hooks below), the loss (``step``), the metrics and ``decode``."""
 
     problem_type: str  # BertForSequenceClassification's config.problem_type
 
@@ -70,16 +73,20 @@ class SequenceTask(Task):
         self.label_column = label_column
         self.dropout = dropout
 
-    @property
-    def num_outputs(self) -> int:
-        raise NotImplementedError
+    # -- what a subclass declares (beside Task's step, metrics and decode) ----------------------
 
+    @property
+    @abstractmethod
+    def num_outputs(self) -> int:
+        """The width of the head's output (classes, regression targets, labels)."""
+
+    @abstractmethod
     def encode_target(self, values: list[Any], indices: list[int]) -> list:
         """The label column's values -> what ``collate_target`` batches."""
-        raise NotImplementedError
 
+    @abstractmethod
     def collate_target(self, values: list) -> torch.Tensor:
-        raise NotImplementedError
+        """A batch's ``encode_target`` values -> the target tensor ``step`` compares with."""
 
     def export_config(self) -> dict[str, Any]:
         """Label names etc. for config.json."""
@@ -166,6 +173,25 @@ class SequenceTask(Task):
             if self.text_pair_column:
                 rows[self.text_pair_column].append("was it any good ?")
         return rows, kinds
+
+    def hf_logits(self, export_dir: Path, rows: list[dict[str, Any]]) -> list[torch.Tensor]:
+        """The exported ``BertForSequenceClassification``'s logits (C,) for each raw row."""
+        import transformers
+
+        tok = transformers.AutoTokenizer.from_pretrained(export_dir)
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(export_dir)
+        pair = self.text_pair_column
+        with torch.no_grad():
+            return [
+                model.eval()(
+                    **tok(r[self.text_column], r[pair] if pair else None, return_tensors="pt")
+                ).logits[0]
+                for r in rows
+            ]
+
+    def text_line(self, row: dict[str, Any]) -> str | None:
+        pair = self.text_pair_column
+        return f"{row[self.text_column]}\t{row[pair]}" if pair else row[self.text_column]
 
 
 def _text(value: Any) -> str:

@@ -16,9 +16,34 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import tasks  # noqa: F401  (registers the shipped tasks, as the entry points do)
 from framework.config import register_resolvers
+from framework.registry import get_task, list_tasks
 
 register_resolvers()
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--task",
+        action="append",
+        default=[],
+        help="run the registry-driven task tests (contract, predict) on this task only: a "
+        "registered or plug-in name, or PKG.MODULE:CLASS (repeatable; default: every task)",
+    )
+
+
+def tasks_under_test(config) -> list[str]:
+    """The tasks the registry-driven tests run on: ``--task`` names, else every registered one."""
+    names = config.getoption("task") or list_tasks()
+    for name in names:
+        get_task(name)  # an import path or plug-in: loaded (and registered) now
+    return names
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """A test (or fixture) that takes ``task_name`` runs once per task under test."""
+    if "task_name" in metafunc.fixturenames:
+        metafunc.parametrize("task_name", tasks_under_test(metafunc.config), scope="module")
 
 
 @pytest.fixture(scope="session")

@@ -135,7 +135,7 @@ def test_continued_pretraining_keeps_the_checkpoints_mlm_head(tmp_path, family, 
     labels[0, [2, 5]] = ids[0, [2, 5]]
     labels[1, 3] = ids[1, 3]
     with torch.no_grad():
-        ours = module({"input_ids": ids, "attention_mask": mask, "labels": labels})["logits"]
+        ours = module({"input_ids": ids, "attention_mask": mask, "labels": labels}).logits
         ref = theirs(input_ids=ids, attention_mask=mask).logits[labels != -100]
     assert ours.shape == (3, VOCAB)
     assert (ours - ref).abs().max().item() <= 1e-4

@@ -28,9 +28,24 @@ def test_duplicate_name_is_refused():
             pass
 
 
-def test_every_task_has_a_yaml_with_its_name():
+def test_a_tasks_yaml_repeats_its_class_faithfully():
+    """A YAML is optional; where one ships, its name, monitor, mode and option values are the
+    class's own (the class is the one source of the defaults)."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
     from tests.conftest import ROOT
 
     for name in list_tasks():
-        text = (ROOT / "conf" / "task" / f"{name}.yaml").read_text()
-        assert f"name: {name}\n" in text
+        file = ROOT / "conf" / "task" / f"{name}.yaml"
+        if not file.is_file():
+            continue
+        yaml, cls = OmegaConf.to_container(OmegaConf.load(file)), get_task(name)
+        assert (yaml.pop("name"), yaml.pop("monitor"), yaml.pop("mode")) == (
+            name,
+            cls.monitor,
+            cls.mode,
+        )
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+        assert {k: defaults.get(k, "<not an option>") for k in yaml} == yaml, name

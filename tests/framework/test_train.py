@@ -62,7 +62,7 @@ def test_export_matches_the_best_checkpoint(fast_run, tmp_path):
     assert hf.config.id2label == {0: "negative", 1: "positive"}
     batch = next(iter(dm.val_dataloader()))
     with torch.no_grad():
-        ours = module(batch)["logits"]
+        ours = module(batch).logits
         theirs = hf(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
     assert (ours - theirs).abs().max().item() <= 1e-4
 
@@ -126,7 +126,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, mo
     def poisoned(head, hidden, batch):
         out = step(head, hidden, batch)
         if module.global_step == 3:
-            out["loss"] = out["loss"] * float("nan")
+            out.loss = out.loss * float("nan")
         return out
 
     monkeypatch.setattr(module.task, "step", poisoned)

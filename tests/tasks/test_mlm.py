@@ -146,7 +146,7 @@ def test_export_is_a_fill_mask_model_with_the_same_logits(tokenizer, tmp_path, t
     assert single["segment_ids"].max() == 0
     prepared = module.prepare(single)
     with torch.no_grad():
-        ours = module(single)["logits"]
+        ours = module(single).logits
         theirs = hf(prepared["input_ids"], prepared["attention_mask"])
     assert (ours - task.hf_outputs(theirs, prepared)).abs().max().item() <= 1e-4
     fill = transformers.pipeline("fill-mask", model=str(out_dir), tokenizer=str(out_dir))

@@ -160,8 +160,8 @@ def test_loss_of_a_window_does_not_depend_on_the_padding_beside_it():
         padded[key] = torch.cat([short[key], torch.full((1, 7), -1)], 1)
     # the unpadded encoder's output at padding: zeros
     with_pads = torch.cat([hidden, torch.zeros(1, 7, 4)], 1)
-    a = task.step(head, hidden, short)["loss"]
-    b = task.step(head, with_pads, padded)["loss"]
+    a = task.step(head, hidden, short).loss
+    b = task.step(head, with_pads, padded).loss
     assert torch.allclose(a, b, atol=1e-6) and a > 0
 
 
