@@ -76,6 +76,7 @@ def expand_trainer_overrides(argv: list[str]) -> list[str]:
 
 
 PLUGIN_TASK = "_plugin"  # conf/task/_plugin.yaml: a task without a YAML of its own
+_PLUGIN_CHOICE = f"task={PLUGIN_TASK}"  # what expand_task_overrides writes; not a listed option
 
 
 def expand_task_overrides(argv: list[str]) -> list[str]:
@@ -126,9 +127,10 @@ def check_overrides(argv: list[str]) -> None:
             # a value may select several options at once: logger=[csv,tensorboard]
             flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
             for v in flat:
-                if v is not None and str(v) not in options:
+                if v is not None and str(v) not in options and f"{key}={v}" != _PLUGIN_CHOICE:
+                    own = " (or a task of your own: task=PKG.MODULE:CLASS)" if key == "task" else ""
                     raise UserError(
-                        f"unknown {key} {v!r}; choose one of: {', '.join(options)}."
+                        f"unknown {key} {v!r}; choose one of: {', '.join(options)}{own}."
                         + _hint(str(v), options)
                     )
             if values and values[0] is not None and not isinstance(values[0], list):

@@ -1,7 +1,7 @@
 """The tasks that ship with tasklight. Each module registers one task with
 ``@register_task(name)``; importing this package (the entry points do, through the config's
-``task_packages``) registers them all. A new task: its module here, one import line below, and
-its YAML in ``conf/task/``."""
+``task_packages``) registers them all. A task of your own needs no edit here: name it by import
+path (``task=my_pkg.tasks:MyTask``) or by an entry point (docs/tasks.md, "Adding a task")."""
 
 from tasks import classification, mlm, multilabel, multiple_choice, ner, qa, regression
 

@@ -77,14 +77,14 @@ def test_predict_file_and_stdin_in_input_order_as_the_export(trained, tmp_path):
     rows = [json.loads(line) for line in dev.read_text().splitlines()]
     assert [r["id"] for r in records] == list(range(len(rows)))
     task = get_task(name)()
-    ours = [task.record_value(r) for r in records]
     try:
         theirs = task.hf_predictions(run_dir / "export", rows)
+        ours = [task.record_value(r) for r in records]
     except NotImplementedError:
-        theirs = None  # the task declares no way to predict with its export
+        theirs = ours = None  # the task declares no way to predict with its export
     if theirs is not None and _floats(theirs):
         assert torch.allclose(torch.tensor(ours), torch.tensor(theirs), atol=1e-4)
-    elif theirs is not None:
+    else:
         assert ours == theirs
     # stdin: plain text lines where the task reads them, else JSON lines
     lines = [task.text_line(r) for r in rows]
