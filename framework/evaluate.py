@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from framework.errors import UserError
+from framework.errors import UserError, print_error
 
 
 def evaluate(args: dict[str, Any], overrides: list[str]) -> dict[str, float]:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         args, overrides = parse_args(sys.argv[1:] if argv is None else argv, known)
         evaluate(args, overrides)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         sys.exit(2)
 
 

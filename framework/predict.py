@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from framework.errors import UserError
+from framework.errors import UserError, print_error
 
 USAGE = "python -m framework.predict run=RUN_DIR input=FILE|- [output=FILE] [ckpt=FILE]"
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"name the inputs: input=FILE or input=- (stdin); usage: {USAGE}")
         predict(args, overrides)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         sys.exit(2)
 
 

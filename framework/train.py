@@ -21,7 +21,7 @@ from framework import rundir
 from framework.build import apply_task_defaults, build
 from framework.checks import check_config
 from framework.config import CONF_DIR, print_config, register_resolvers
-from framework.errors import UserError
+from framework.errors import UserError, print_error
 from framework.overrides import (
     check_overrides,
     expand_task_overrides,
@@ -144,20 +144,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg).get(cfg.task.monitor)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         sys.exit(2)
     except FloatingPointError as e:  # a diverged run: one line, not a traceback
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         sys.exit(3)
     except SystemExit as e:  # Lightning's SIGTERMException (exit status 0) is not a success
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if not isinstance(e, SIGTERMException):
             raise
-        print(
-            f"error: stopped by SIGTERM ({_sigterm_checkpoint(cfg)}); continue the run with the "
-            "same command and resume=auto",
-            file=sys.stderr,
+        print_error(
+            f"stopped by SIGTERM ({_sigterm_checkpoint(cfg)}); continue the run with the "
+            "same command and resume=auto"
         )
         sys.exit(143)  # 128 + SIGTERM, as a shell reports a process the signal ended
 
@@ -178,7 +177,7 @@ def main() -> None:
         # Any lightning.Trainer argument as trainer.NAME=..., listed in the config or not.
         sys.argv[1:] = expand_trainer_overrides(sys.argv[1:])
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         sys.exit(2)
     _hydra_main()
 

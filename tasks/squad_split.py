@@ -9,7 +9,7 @@ import random
 import sys
 from pathlib import Path
 
-from framework.errors import UserError
+from framework.errors import UserError, print_error
 from framework.readers import read_utf8
 
 
@@ -44,5 +44,5 @@ if __name__ == "__main__":
     try:
         split_by_article(args.file, args.out_dir, args.dev_articles, args.seed)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         sys.exit(2)
