@@ -10,10 +10,12 @@ per side):
   ``data.max_train_samples=N`` with ``--train-samples``), nothing else changed: the default a
   user runs.
 
-Recipes: ``sst2`` (GLUE SST-2, ``BertForSequenceClassification``, dev accuracy) and ``conll2003``
+Recipes: ``sst2`` (GLUE SST-2, ``BertForSequenceClassification``, dev accuracy), ``conll2003``
 (CoNLL-2003 NER, ``BertForTokenClassification``, first sub-token of each word labelled as in
-run_ner.py, dev entity F1 by seqeval on word-level tags). Both sides: all-MiniLM-L6-v2, the same
-training examples (with ``--train-samples``, tasklight's own draw: ``Dataset.shuffle(seed)
+run_ner.py, dev entity F1 by seqeval on word-level tags) and ``conll2003_pos`` (its POS column, the
+same model class and alignment, dev word accuracy; tasklight windows a dev sentence longer than
+``max_length``, the HF side truncates it and scores the words left). Both sides: all-MiniLM-L6-v2,
+the same training examples (with ``--train-samples``, tasklight's own draw: ``Dataset.shuffle(seed)
 .select(range(N))``), max length 128, and every hyperparameter read from the composed tasklight
 recipe: batch size, epochs, learning rate with the recipe's head learning rate (x
 ``optim.head_lr_scale`` on the head), warm-up ratio then linear decay to 0, weight decay (not on
@@ -37,6 +39,7 @@ random init.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -50,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SIDES = ("hf_dynamic", "hf_grouped", "tasklight")
-METRIC = {"sst2": ("val/acc", "dev_acc"), "conll2003": ("val/f1", "dev_f1")}
+METRIC = {"sst2": ("val/acc", "dev_acc"), "conll2003": ("val/f1", "dev_f1"),
+          "conll2003_pos": ("val/acc", "dev_word_acc")}  # fmt: skip
 
 
 def recipe(name: str, data: Path, n: int | None, seed: int, extra: list[str]) -> list[str]:
@@ -91,8 +95,9 @@ def sst2_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
     return train, dev, model, metric
 
 
-def conll2003_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
-    """(train, dev, model, metric) for CoNLL-2003, as run_ner.py: first sub-token labelled."""
+def conll2003_side(cfg, data: Path, n: int | None, seed: int, tokenizer, pos: bool = False):
+    """(train, dev, model, metric) for CoNLL-2003, as run_ner.py: first sub-token labelled.
+    ``pos``: the POS column (the second), scored by word accuracy, labels the train split's."""
     import numpy as np
     from datasets import Dataset
     from seqeval.metrics import f1_score
@@ -100,11 +105,13 @@ def conll2003_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
 
     from tasks.ner import NER
 
-    reader = NER()
+    reader = NER(tokens_column="tokens", tags_column="tags", tag_field=1 if pos else -1)
     d = cfg.data
     train = _subset(Dataset.from_dict(reader.read_file(data / d.train_file)), n, seed)
     dev = Dataset.from_dict(reader.read_file(data / d.val_file))
     labels = ["O", *(f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BI")]
+    if pos:
+        labels = sorted({t for tags in train["tags"] for t in tags})
     label_to_id = {tag: i for i, tag in enumerate(labels)}
 
     def align(batch):  # run_ner.py's tokenize_and_align_labels, label_all_tokens=False
@@ -138,6 +145,9 @@ def conll2003_side(cfg, data: Path, n: int | None, seed: int, tokenizer):
             [labels[x] for x, y in zip(p, row, strict=True) if y != -100]
             for p, row in zip(preds, pred.label_ids, strict=True)
         ]
+        if pos:  # word accuracy: each word's first sub-token (words cut by truncation: none)
+            pairs = [ab for g, p in zip(gold, guess, strict=True) for ab in zip(g, p, strict=True)]
+            return sum(a == b for a, b in pairs) / len(pairs)
         return float(f1_score(gold, guess))
 
     return train, dev, model, metric
@@ -199,7 +209,8 @@ def run_hf(
     d = cfg.data
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     torch.manual_seed(seed)
-    build = sst2_side if name == "sst2" else conll2003_side
+    build = {"sst2": sst2_side, "conll2003": conll2003_side,
+             "conll2003_pos": functools.partial(conll2003_side, pos=True)}[name]  # fmt: skip
     train, dev, model, metric = build(cfg, data, n, seed, tokenizer)
     collator = DataCollatorWithPadding if name == "sst2" else DataCollatorForTokenClassification
     # The recipe's parameter groups: no decay on 1-d parameters, the head at lr x head_lr_scale.

@@ -59,6 +59,9 @@ def export_hf(module: TaskModule, tokenizer: Any, out_dir: str | Path) -> Path:
             metadata={"format": "pt"},
         )
         tokenizer.save_pretrained(tmp)
+        for name, text in module.task.export_files(config).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(text)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

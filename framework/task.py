@@ -185,6 +185,11 @@ class Task(ABC):
         and the tokenizer, and the head stays in the checkpoints."""
         return None
 
+    def export_files(self, hf_config: dict) -> dict[str, str]:
+        """More files of the export (relative path: text), beside ``config.json`` (whose dict
+        ``hf_config`` is): a sentence-transformers model's ``modules.json``... None by default."""
+        return {}
+
     # -- what the tests ask of a task (optional: a test a task declares nothing for is skipped) --
 
     def synthetic_rows(self, n: int, seed: int) -> dict[str, list]:

@@ -3,14 +3,26 @@
 ``task_packages``) registers them all. A task of your own needs no edit here: name it by import
 path (``task=my_pkg.tasks:MyTask``) or by an entry point (docs/tasks.md, "Adding a task")."""
 
-from tasks import classification, mlm, multilabel, multiple_choice, ner, qa, regression
+from tasks import (
+    classification,
+    embedding,
+    mlm,
+    multilabel,
+    multiple_choice,
+    ner,
+    pos,
+    qa,
+    regression,
+)
 
 __all__ = [
     "classification",
+    "embedding",
     "mlm",
     "multilabel",
     "multiple_choice",
     "ner",
+    "pos",
     "qa",
     "regression",
 ]

@@ -23,7 +23,6 @@ ships with SQuAD's dev file).
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,9 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from framework.errors import UserError
-from framework.readers import read_utf8
 from framework.registry import register_task
 from framework.task import Batch, Prediction, StepOutput, Task, pad, pad_tokens, require_columns
-from tasks.squad import SquadScores, answers_of, best_answers, squad_rows
+from tasks.squad import SquadScores, answers_of, best_answers, read_squad
 
 
 @register_task("qa")
@@ -74,19 +72,7 @@ class QuestionAnswering(Task):
     # -- data -----------------------------------------------------------------------------------
 
     def read_file(self, path: Path) -> dict[str, list]:
-        try:
-            data = json.loads(read_utf8(path))
-        except json.JSONDecodeError as e:
-            raise UserError(
-                f"{path} is not one JSON document ({e.msg}, line {e.lineno}); for JSON lines "
-                "use data.format=jsonl"
-            ) from None
-        if not isinstance(data, dict) or "data" not in data:
-            raise UserError(f"{path} is not SQuAD JSON (no top-level 'data' list of articles)")
-        rows = squad_rows(data)
-        if not rows["id"]:
-            raise UserError(f"{path} holds no questions")
-        return rows
+        return read_squad(path)
 
     def check_columns(self, columns: list[str], split: str) -> None:
         wanted = [self.question_column, self.context_column]

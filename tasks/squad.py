@@ -1,14 +1,37 @@
-"""SQuAD for extractive QA (``tasks/qa.py``): the official JSON layout, the choice of a question's
-answer among its windows' spans, and EM/F1 as the official v1.1 evaluation computes them
-(torchmetrics' ``squad``, its port; tested against the official logic)."""
+"""SQuAD for extractive QA (``tasks/qa.py``; ``tasks/embedding.py`` reads the files too): the
+official JSON layout, the choice of a question's answer among its windows' spans, and EM/F1 as
+the official v1.1 evaluation computes them (torchmetrics' ``squad``, its port; tested against the
+official logic)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 from torchmetrics import Metric
 from torchmetrics.functional.text import squad
+
+from framework.errors import UserError
+from framework.readers import read_utf8
+
+
+def read_squad(path: Path) -> dict[str, list]:
+    """The rows of a SQuAD JSON file (``squad_rows``), or a one-line error naming it."""
+    try:
+        data = json.loads(read_utf8(path))
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{path} is not one JSON document ({e.msg}, line {e.lineno}); for JSON lines "
+            "use data.format=jsonl"
+        ) from None
+    if not isinstance(data, dict) or "data" not in data:
+        raise UserError(f"{path} is not SQuAD JSON (no top-level 'data' list of articles)")
+    rows = squad_rows(data)
+    if not rows["id"]:
+        raise UserError(f"{path} holds no questions")
+    return rows
 
 
 def squad_rows(data: dict) -> dict[str, list]:
