@@ -11,12 +11,12 @@ import random
 from typing import Any
 
 import torch
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import MetricCollection
 
 from framework.errors import UserError
 from framework.registry import register_task
 from framework.task import Prediction
-from tasks.entities import _cat, _stitch
+from tasks.entities import EntityF1, _cat, _stitch
 from tasks.ner import NER
 
 
@@ -80,26 +80,13 @@ class POS(NER):
         return {self.tokens_column: tokens, self.tags_column: [["DT", "NN", "VBD", "NN"]] * n}
 
 
-class WordAccuracy(Metric):
+class WordAccuracy(EntityF1):
     """The fraction of words tagged right, from NER's packed per-sub-token predictions: a word
-    seen in several windows counts once (its most central copy, ``_stitch``)."""
-
-    full_state_update = False
+    seen in several windows counts once (its most central copy, ``_stitch``). EntityF1's state,
+    updates and gather; only the score differs."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.add_state("preds", default=[], dist_reduce_fx="cat")
-        self.add_state("target", default=[], dist_reduce_fx="cat")
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.preds.append(preds.detach().long())
-        self.target.append(target.detach().long())
-
-    def sync(self, *args: Any, **kwargs: Any) -> None:
-        if not self.preds:  # as EntityF1: a process that saw no batch still joins the gather
-            self.preds.append(torch.zeros(0, 4, dtype=torch.long, device=self.device))
-            self.target.append(torch.zeros(0, dtype=torch.long, device=self.device))
-        super().sync(*args, **kwargs)
+        super().__init__(labels=[])
 
     def compute(self) -> torch.Tensor:
         rows = _stitch(_cat(self.preds).view(-1, 4).cpu(), _cat(self.target).view(-1).cpu())
