@@ -42,7 +42,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,9 +130,8 @@ def run_st(name: str, data: Path, seed: int, extra: list[str], before: bool) -> 
     )
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer import losses
-    from transformers import TrainerCallback
 
-    from bench.finetune_vs_hf import recipe_optimizer
+    from bench.finetune_vs_hf import recipe_optimizer, step_timer
 
     cfg, task, rows = setup(name, data, seed, extra)
     d = cfg.data
@@ -159,17 +157,7 @@ def run_st(name: str, data: Path, seed: int, extra: list[str], before: bool) -> 
         loss = losses.MultipleNegativesRankingLoss(model, scale=task.scale)
     opt, sched = recipe_optimizer(model, cfg, len(train), ("no head",))
 
-    class StepTimer(TrainerCallback):
-        seconds, steps, _start = 0.0, 0, 0.0
-
-        def on_step_begin(self, args, state, control, **kw):
-            self._start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.seconds += time.perf_counter() - self._start
-            self.steps += 1
-
-    timer = StepTimer()
+    timer = step_timer()
     sampler = BatchSamplers.NO_DUPLICATES if task.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER
     with tempfile.TemporaryDirectory() as out:
         args = SentenceTransformerTrainingArguments(

@@ -184,6 +184,24 @@ def recipe_optimizer(model, cfg, n_train: int, head: tuple[str, ...]) -> tuple:
     return opt, get_linear_schedule_with_warmup(opt, int(o.warmup_ratio * steps), steps)
 
 
+def step_timer():
+    """A ``TrainerCallback`` summing each training step's seconds, from ``on_step_begin`` to
+    ``on_step_end`` (the timed span of the HF-style sides)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        seconds, steps, _start = 0.0, 0, 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.seconds += time.perf_counter() - self._start
+            self.steps += 1
+
+    return StepTimer()
+
+
 def run_hf(
     name: str, data: Path, n: int | None, seed: int, group_by_length: bool, extra: list[str]
 ) -> dict:
@@ -195,7 +213,6 @@ def run_hf(
         DataCollatorForTokenClassification,
         DataCollatorWithPadding,
         Trainer,
-        TrainerCallback,
         TrainingArguments,
     )
 
@@ -216,17 +233,7 @@ def run_hf(
     # The recipe's parameter groups: no decay on 1-d parameters, the head at lr x head_lr_scale.
     opt, sched = recipe_optimizer(model, cfg, len(train), ("bert.pooler.", "classifier."))
 
-    class StepTimer(TrainerCallback):
-        seconds, steps, _start = 0.0, 0, 0.0
-
-        def on_step_begin(self, args, state, control, **kw):
-            self._start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.seconds += time.perf_counter() - self._start
-            self.steps += 1
-
-    timer = StepTimer()
+    timer = step_timer()
     precision = str(cfg.trainer.precision)
     use_cpu = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
