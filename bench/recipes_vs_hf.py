@@ -152,7 +152,7 @@ def run_hf(name: str, data: Path, seed: int) -> dict:
     bs = d.eval_batch_size or d.batch_size
     with torch.no_grad():
         for i in range(0, len(dev), bs):
-            batch = task.collate(dev[i : i + bs], pad)
+            batch = task.collate(list(dev.select(range(i, min(i + bs, len(dev))))), pad)
             logits = task.hf_outputs(model(**task.hf_inputs(batch)), batch)
             if task.name == "multiple_choice":
                 logits = logits.reshape(-1, 1)  # one score per (question, candidate) row

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
@@ -116,7 +117,11 @@ class DataModule(L.LightningDataModule):
         self.length_grouping = length_grouping
         self.max_tokens = max_tokens
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
-        self.splits: dict[str, list[dict[str, Any]]] = {}
+        # split -> encoded features: a ``Dataset`` memory-mapped from its Arrow cache file (the
+        # pages are the operating system's, shared by loader workers and processes), or a list of
+        # feature dicts (predict's input rows)
+        self.splits: dict[str, Dataset | list[dict[str, Any]]] = {}
+        self._lengths: dict[str, np.ndarray] = {}  # split -> tokens per encoded example
         self.packing_efficiency: dict[str, float] = {}
         # The position inside the training epoch has one owner: this module. It saves the
         # sampler's progress in checkpoints (``state_dict``, Lightning's public datamodule hook)
@@ -206,15 +211,21 @@ class DataModule(L.LightningDataModule):
                 cache_file_name=str(self.cache_dir / f"{split}-{key}.arrow"),
                 desc=f"encoding {split}",
             )
-            self.splits[split] = encoded.to_list()
-            if not self.splits[split]:
+            if len(encoded) == 0:
                 raise UserError(f"the {split} split has no text to train or evaluate on")
+            self.splits[split] = encoded
             if self.task.packs_rows:  # packed rows: how full they are
-                real = sum(len(f["input_ids"]) for f in self.splits[split])
-                slots = len(self.splits[split]) * self.max_length
-                msg = f"{split}: {len(self.splits[split])} packed rows, {real} tokens, "
-                log.info(msg + f"packing efficiency {real / slots:.3f} (real tokens / slots)")
-                self.packing_efficiency[split] = real / slots
+                real, rows = int(self.lengths(split).sum()), len(encoded)
+                msg = f"{split}: {rows} packed rows, {real} tokens, "
+                log.info(msg + f"packing efficiency {real / (rows * self.max_length):.3f} "
+                         "(real tokens / slots)")  # fmt: skip
+                self.packing_efficiency[split] = real / (rows * self.max_length)
+
+    def lengths(self, split: str) -> np.ndarray:
+        """Tokens of each encoded example of ``split`` (from the Arrow offsets: no row read)."""
+        if split not in self._lengths:
+            self._lengths[split] = feature_lengths(self.splits[split])
+        return self._lengths[split]
 
     def setup(self, stage: str | None = None) -> None:
         self.setup_data()
@@ -231,6 +242,7 @@ class DataModule(L.LightningDataModule):
         self.task.use_tokenizer(self.tokenizer)
         self.task.keep_rows("predict", rows)
         features = self.task.encode(rows, list(range(n)), self.tokenizer, self.max_length)
+        self._lengths.pop("predict", None)
         self.splits["predict"] = [
             dict(zip(features, values, strict=True))
             for values in zip(*features.values(), strict=True)
@@ -248,7 +260,7 @@ class DataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed)
         if split == "train":
             sampler = TrainBatchSampler(
-                [len(f["input_ids"]) for f in features],
+                self.lengths(split),
                 self.batch_size,
                 seed=self.seed,
                 group_by_length=self.length_grouping,
@@ -270,17 +282,19 @@ class DataModule(L.LightningDataModule):
                 generator=generator,
             )
         # Evaluation order does not change any metric: longest first, least padding.
-        features = sorted(features, key=lambda f: -len(f["input_ids"]))
+        order = np.argsort(-self.lengths(split), kind="stable")  # stable: ties in file order
         if split == "predict":  # one process; Lightning wraps this loader's own batch sampler
+            features = [features[i] for i in order.tolist()]
             return DataLoader(features, batch_size=self.eval_batch_size, collate_fn=collate)
         if len(features) < world:
             raise UserError(
                 f"the {split} split has {len(features)} examples for {world} processes; each "
                 "needs at least one: use more examples (data.max_eval_samples) or fewer devices"
             )
+        batches = eval_batches(len(features), self.eval_batch_size, world, rank)
         return DataLoader(
             features,
-            batch_sampler=eval_batches(len(features), self.eval_batch_size, world, rank),
+            batch_sampler=[order[b].tolist() for b in batches],
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -290,8 +304,8 @@ class DataModule(L.LightningDataModule):
     def num_train_batches(self, world_size: int = 1) -> int:
         """Batches per epoch of each of ``world_size`` processes (as the training loader)."""
         if self.max_tokens is not None:
-            lengths = [len(f["input_ids"]) for f in self.splits["train"]]
-            return -(-len(token_budget_batches(lengths, self.max_tokens, self.seed)) // world_size)
+            budget = token_budget_batches(self.lengths("train"), self.max_tokens, self.seed)
+            return -(-len(budget) // world_size)
         return batches_per_rank(len(self.splits["train"]), world_size, self.batch_size)
 
     # -- position inside the training epoch (resume) -----------------------------------------
@@ -357,6 +371,18 @@ class DataModule(L.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return "test" in self.splits
+
+
+def feature_lengths(features: Dataset | list[dict[str, Any]]) -> np.ndarray:
+    """``len(input_ids)`` of each example: for a ``Dataset`` from its Arrow list offsets."""
+    if isinstance(features, list):
+        return np.array([len(f["input_ids"]) for f in features], dtype=np.int64)
+    import pyarrow.compute as pc
+
+    column = features.data.column("input_ids")
+    if features._indices is not None:  # a selection of the table's rows
+        column = column.take(features._indices.column(0))
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _task_formats(task: Task) -> dict[str, tuple[str, ...]]:

@@ -9,7 +9,9 @@ position inside an epoch, and evaluation needs the same number of batches on eve
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -39,19 +41,51 @@ def eval_batches(n: int, batch_size: int, world: int, rank: int) -> list[list[in
     return batches[rank::world]
 
 
-def token_budget_batches(lengths: list[int], max_tokens: int, seed: int) -> list[list[int]]:
+def token_budget_batches(
+    lengths: Sequence[int] | np.ndarray, max_tokens: int, seed: int
+) -> list[np.ndarray]:
     """Batches of examples of similar length, each at most ``max_tokens`` padded tokens
     (examples x its longest), every example in exactly one. Examples are sorted by length (ties
     in an order seeded by ``seed``) and cut greedily, as fairseq's ``max_tokens`` batching."""
-    tie = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
-    batches, batch, longest = [], [], 0
-    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], tie[i])):
-        if batch and (len(batch) + 1) * max(longest, lengths[i]) > max_tokens:
-            batches.append(batch)
-            batch, longest = [], 0
-        batch.append(i)
-        longest = max(longest, lengths[i])
-    return [*batches, batch] if batch else batches
+    lengths = np.asarray(lengths, dtype=np.int64)
+    tie = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).numpy()
+    order = np.lexsort((tie, lengths))  # by length, then by the seeded tie order
+    ordered = lengths[order]
+    # Sorted ascending, a batch's longest example is its last: the batch from ``start`` holds
+    # examples start..j while (j - start + 1) * ordered[j] <= max_tokens, which grows with j,
+    # so each cut is a binary search (one Python step per batch, not per example).
+    cuts, start, n = [], 0, len(ordered)
+    while start < n:
+        lo, hi = start + 1, n  # the first j that no longer fits, searched in (start, n]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (mid - start + 1) * ordered[mid] > max_tokens:
+                hi = mid
+            else:
+                lo = mid + 1
+        cuts.append(lo)
+        start = lo
+    return np.split(order, cuts[:-1]) if cuts else []
+
+
+def length_grouped_order(
+    lengths: np.ndarray, batch_size: int, generator: torch.Generator
+) -> np.ndarray:
+    """The order of transformers' ``get_length_grouped_indices`` (the HF Trainer's
+    ``group_by_length``: mega-batches of a random permutation, each sorted by length, longest
+    first, the longest example of all moved to the front), computed with arrays instead of one
+    Python int per example; equal to it index for index (tests/framework/test_sampling.py)."""
+    n = len(lengths)
+    mult = max(min(n // (batch_size * 4), 50), 1)
+    size = mult * batch_size
+    perm = torch.randperm(n, generator=generator).numpy()
+    mega = np.arange(n) // size
+    # stable: equal lengths keep the permutation's order, as Python's sorted(reverse=True)
+    order = perm[np.lexsort((-lengths[perm], mega))]
+    firsts = np.arange(0, n, size)
+    longest = firsts[int(np.argmax(lengths[order[firsts]]))]
+    order[[0, longest]] = order[[longest, 0]]
+    return order
 
 
 class TrainBatchSampler(Sampler[list[int]]):
@@ -73,7 +107,7 @@ class TrainBatchSampler(Sampler[list[int]]):
 
     def __init__(
         self,
-        lengths: list[int],
+        lengths: Sequence[int] | np.ndarray,
         batch_size: int,
         seed: int = 0,
         group_by_length: bool = False,
@@ -81,7 +115,9 @@ class TrainBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         max_tokens: int | None = None,
     ) -> None:
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        # lengths and orders are arrays: no Python int per example (a corpus of 10^8 rows)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size, self.seed = batch_size, seed
         self.budget = token_budget_batches(lengths, max_tokens, seed) if max_tokens else None
         self.group_by_length = group_by_length
         self.num_replicas, self.rank = num_replicas, rank
@@ -95,31 +131,32 @@ class TrainBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def order(self, epoch: int) -> list[int]:
+    def order(self, epoch: int) -> np.ndarray:
         """This process's examples of ``epoch``, in order."""
         g = torch.Generator().manual_seed(self.seed + epoch)
         n, world = len(self.lengths), self.num_replicas
         if self.group_by_length:
-            from transformers.trainer_pt_utils import get_length_grouped_indices
-
-            order = get_length_grouped_indices(self.lengths, self.batch_size * world, generator=g)
+            order = length_grouped_order(self.lengths, self.batch_size * world, g)
         else:
-            order = torch.randperm(n, generator=g).tolist()
+            order = torch.randperm(n, generator=g).numpy()
         # Every process gets as many examples (as DistributedSampler does): wrap around.
-        total = -(-n // world) * world
-        order = (order * (1 + total // n))[:total]
+        order = np.resize(order, -(-n // world) * world)
         return order[self.rank :: world]
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        """This process's batches of ``epoch``, in order."""
+    def batches(self, epoch: int, start: int = 0):
+        """This process's batches of ``epoch`` from batch ``start`` on, in order (an iterator
+        of lists of example indices)."""
         if self.budget is None:
             mine, size = self.order(epoch), self.batch_size
-            return [mine[b * size : (b + 1) * size] for b in range(len(self))]
+            for b in range(start, len(self)):
+                yield mine[b * size : (b + 1) * size].tolist()
+            return
         g = torch.Generator().manual_seed(self.seed + epoch)
-        order = torch.randperm(len(self.budget), generator=g).tolist()
-        total = len(self) * self.num_replicas  # every process as many batches: wrap around
-        order = (order * (1 + total // len(order)))[:total]
-        return [self.budget[i] for i in order[self.rank :: self.num_replicas]]
+        order = torch.randperm(len(self.budget), generator=g).numpy()
+        # every process as many batches: wrap around
+        order = np.resize(order, len(self) * self.num_replicas)[self.rank :: self.num_replicas]
+        for i in order[start:]:
+            yield self.budget[i].tolist()
 
     def __len__(self) -> int:
         if self.budget is not None:
@@ -133,4 +170,4 @@ class TrainBatchSampler(Sampler[list[int]]):
             start = self.resume_at[1]
         self.resume_at = None
         self.progress = [epoch, start]
-        yield from self.batches(epoch)[start:]
+        yield from self.batches(epoch, start)
