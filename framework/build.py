@@ -23,13 +23,12 @@ def apply_task_defaults(cfg: DictConfig) -> None:
                 cfg.task[key] = getattr(cls, key)
 
 
-def build(cfg: DictConfig) -> tuple:
-    """(tokenizer, datamodule with encoded splits, module) as configured; nothing trained."""
+def build_data(cfg: DictConfig) -> tuple:
+    """(tokenizer, data module) as configured; no split read or prepared yet."""
     from transformers import AutoTokenizer
 
     from framework.data import DataModule
-    from framework.module import TaskModule
-    from framework.pretrained import build_encoder, resolve_init_from
+    from framework.pretrained import resolve_init_from
     from framework.registry import build_task, import_task_packages
     from framework.tokenizer import run_tokenizer
 
@@ -54,6 +53,17 @@ def build(cfg: DictConfig) -> tuple:
             f"cannot load a tokenizer from {tok_path!r}: {str(e).splitlines()[0]}"
         ) from e
     datamodule.tokenizer = tokenizer
+    return tokenizer, datamodule
+
+
+def build(cfg: DictConfig) -> tuple:
+    """(tokenizer, datamodule with encoded splits, module) as configured; nothing trained."""
+    from framework.module import TaskModule
+    from framework.pretrained import build_encoder
+
+    tokenizer, datamodule = build_data(cfg)
+    task, init_from = datamodule.task, cfg.model.get("init_from")
+    tok_path = tokenizer.name_or_path
     datamodule.setup_data()
     m = cfg.model
     encoder, extra = build_encoder(

@@ -31,12 +31,16 @@ def encoding_version(task: Task) -> str:
     return fingerprint(*parts)
 
 
-def encoding_key(task: Task, tokenizer: Any, max_length: int) -> str:
-    """Everything but the source and the subset that decides a split's features: the tokenizer
-    (two trained vocabularies differ in their vocabulary), the maximum length, the task's name,
-    what its ``setup`` learned and its options (underscore attributes are derived, not part of
-    the key), and its encoding code."""
+def encoding_inputs(task: Task, tokenizer: Any, max_length: int) -> dict[str, Any]:
+    """Everything but the source and the subset that decides a split's features, readable (a
+    prepared manifest records it): the tokenizer (two trained vocabularies differ in their
+    vocabulary), the maximum length, the task's name and options (underscore attributes are
+    derived, not part of the key; after ``setup``, what it learned), and its encoding code."""
     vocab = sorted(tokenizer.get_vocab().items())
-    tok_id = (tokenizer.name_or_path, type(tokenizer).__name__, fingerprint(vocab))
-    task_state = sorted((k, repr(v)) for k, v in vars(task).items() if k[0] != "_")
-    return fingerprint(tok_id, max_length, task.name, task_state, encoding_version(task))
+    return {
+        "tokenizer": [tokenizer.name_or_path, type(tokenizer).__name__, fingerprint(vocab)],
+        "max_length": max_length,
+        "task": task.name,
+        "task_options": {k: repr(v) for k, v in sorted(vars(task).items()) if k[0] != "_"},
+        "code": encoding_version(task),
+    }

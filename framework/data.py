@@ -6,8 +6,10 @@ It owns the position inside the training epoch that checkpoints save (resume).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,18 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from framework.cache_keys import encoding_key, fingerprint
+from framework.cache_keys import encoding_inputs, fingerprint
 from framework.errors import UserError
+from framework.prepared import (
+    FORMAT_VERSION,
+    Staging,
+    locked,
+    open_split,
+    prepared_dir,
+    process_ranks,
+    read_manifest,
+    wait_for,
+)
 from framework.readers import TABLE_FORMATS, guess_format, read_hub_split, read_table, to_dataset
 from framework.sampling import (
     TrainBatchSampler,
@@ -67,6 +79,9 @@ class DataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         length_grouping: bool = False,
         max_tokens: int | None = None,
+        num_proc: int = 1,
+        prepare_per_node: bool = False,
+        prepare_timeout: float = 4 * 3600,
     ) -> None:
         super().__init__()
         if path is None and hub_id is None:
@@ -116,6 +131,10 @@ class DataModule(L.LightningDataModule):
         self.seed, self.num_workers = seed, num_workers
         self.length_grouping = length_grouping
         self.max_tokens = max_tokens
+        if num_proc < 1:
+            raise UserError(f"data.num_proc must be >= 1 (tokenizing processes), got {num_proc}")
+        self.num_proc, self.prepare_per_node = num_proc, prepare_per_node
+        self.prepare_timeout = prepare_timeout
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         # split -> encoded features: a ``Dataset`` memory-mapped from its Arrow cache file (the
         # pages are the operating system's, shared by loader workers and processes), or a list of
@@ -133,20 +152,33 @@ class DataModule(L.LightningDataModule):
 
     # -- reading ---------------------------------------------------------------------------------
 
+    def _source_keys(self) -> dict[str, list]:
+        """split -> what identifies its source (a file: path, size, modification time; a hub
+        split: its ``datasets`` fingerprint), without reading a local file."""
+        if self.path is None:
+            self._raw = self._raw or self._raw_splits()
+            return {s: [self.hub_id, self.hub_config, fp] for s, (_, fp) in self._raw.items()}
+        if not Path(self.path).is_dir():
+            raise UserError(f"data.path {self.path} is not a directory")
+        out = {}
+        for split, name in self.files.items():
+            if name is not None:
+                file = Path(self.path) / name
+                if not file.is_file():
+                    raise UserError(
+                        f"data file {file} does not exist; check data.path and the file names"
+                    )
+                st = file.stat()
+                out[split] = [str(file.resolve()), st.st_size, st.st_mtime_ns]
+        return out
+
     def _raw_splits(self) -> dict[str, tuple[Dataset, str]]:
         """split -> (rows, cache key of the source)."""
         out = {}
         if self.path is not None:
-            if not Path(self.path).is_dir():
-                raise UserError(f"data.path {self.path} is not a directory")
-            for split, name in self.files.items():
-                if name is None:
-                    continue
-                file = Path(self.path) / name
-                rows = self.read_file(file)
-                st = file.stat()
-                key = fingerprint(str(file.resolve()), st.st_size, st.st_mtime_ns)
-                out[split] = (to_dataset(rows, file), key)
+            for split, source in self._source_keys().items():
+                file = Path(self.path) / self.files[split]
+                out[split] = (to_dataset(self.read_file(file), file), fingerprint(*source))
             return out
         for split, name in self.hub_splits.items():
             if name is not None:
@@ -173,53 +205,141 @@ class DataModule(L.LightningDataModule):
             return read_table(file, fmt, self.columns, self.quoting)
         return self.task.read_file(file)
 
-    # -- encoding --------------------------------------------------------------------------------
+    def _subset(self, ds: Dataset, split: str) -> Dataset:
+        limit = self.limits[split]
+        if limit is not None and limit < len(ds):
+            ds = ds.shuffle(seed=self.seed).select(range(limit))  # a seeded subset
+        if len(ds) == 0:
+            raise UserError(f"the {split} split is empty after data.max_*_samples={limit}")
+        return ds
 
-    def setup_data(self, fit: bool = True) -> None:
-        """Read, check, encode (cached) and subset every split. Idempotent; call before fit.
-        ``fit=False`` (evaluation of a trained run): no train split is read, and the task's
-        state (its label set) must already be restored (``Task.load_state_dict``)."""
-        if self.splits:
-            return
+    # -- preparing: encoded splits stored once (framework.prepared) ------------------------------
+
+    def prepare_inputs(self, fit: bool = True) -> tuple[str, dict[str, Any]]:
+        """(key, inputs) of the prepared data this configuration trains on: every input that
+        decides the features (sources, subsets, tokenizer, task, code). Reads no data file."""
+        sources = self._source_keys()
+        if not fit:
+            sources.pop("train", None)
+        elif "train" not in sources:
+            raise UserError("no train split: set data.train_file (or data.hub_splits.train)")
+        limits = {s: self.limits[s] for s in sources}
+        inputs = {
+            "sources": sources,
+            "read": [self.format, self.columns, self.quoting],
+            "limits": limits,
+            # the seed draws the subsets only: without one, every seed shares the prepared data
+            "seed": self.seed if any(v is not None for v in limits.values()) else None,
+            "fit": fit,
+            **encoding_inputs(self.task, self.tokenizer, self.max_length),
+        }
+        return fingerprint(json.dumps(inputs, sort_keys=True)), inputs
+
+    def prepare(self, fit: bool = True, wait: bool = True) -> tuple[Path, dict[str, Any]]:
+        """Prepare this configuration's data unless it is (a lock: one process at a time;
+        ``wait=False``: another one preparing is a ``UserError``); (folder, manifest)."""
+        key, inputs = self.prepare_inputs(fit)
+        folder = prepared_dir(self.cache_dir, key)
+        with locked(self.cache_dir, key, wait):
+            manifest = read_manifest(folder, key, inputs)
+            if manifest is None:
+                manifest = self._prepare(folder, key, inputs, fit)
+        return folder, manifest
+
+    def _prepare(self, folder: Path, key: str, inputs: dict, fit: bool) -> dict[str, Any]:
         raw, self._raw = self._raw or self._raw_splits(), None  # the raw rows are not kept
         if not fit:
             raw.pop("train", None)
-        elif "train" not in raw:
-            raise UserError("no train split: set data.train_file (or data.hub_splits.train)")
         for split, (ds, _) in raw.items():
             self.task.check_columns(ds.column_names, split)
             _warn_empty_texts(self.task, split, ds)
         self.task.use_tokenizer(self.tokenizer)  # e.g. MLM: special token ids, vocabulary size
         if fit:
             self.task.setup(raw["train"][0][:])
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        encoding = encoding_key(self.task, self.tokenizer, self.max_length)
-        for split, (ds, source_key) in raw.items():
-            limit = self.limits[split]
-            if limit is not None and limit < len(ds):
-                ds = ds.shuffle(seed=self.seed).select(range(limit))  # a seeded subset
-            if len(ds) == 0:
-                raise UserError(f"the {split} split is empty after data.max_*_samples={limit}")
-            if split != "train":  # raw fields a task's decode or metrics read (QA contexts)
-                self.task.keep_rows(split, ds.to_dict())
-            key = fingerprint(source_key, limit, self.seed, encoding)
-            encoded = ds.map(
-                partial(self.task.encode, tokenizer=self.tokenizer, max_length=self.max_length),
-                batched=True,
-                with_indices=True,  # row ids: a task may split a row (long sentences) and rejoin it
-                remove_columns=ds.column_names,
-                cache_file_name=str(self.cache_dir / f"{split}-{key}.arrow"),
-                desc=f"encoding {split}",
-            )
-            if len(encoded) == 0:
-                raise UserError(f"the {split} split has no text to train or evaluate on")
-            self.splits[split] = encoded
+        task_state = self.task.state_dict()
+        try:
+            json.dumps(task_state)
+        except TypeError as e:
+            raise UserError(
+                f"task {self.task.name!r}: state_dict() must return JSON values (lists, str, "
+                f"numbers) to be stored with prepared data ({e})"
+            ) from None
+        splits = {}
+        with Staging(folder) as stage:
+            for split, (ds, _) in raw.items():
+                ds, start = self._subset(ds, split), time.perf_counter()
+                encoded = ds.map(
+                    partial(self.task.encode, tokenizer=self.tokenizer, max_length=self.max_length),
+                    batched=True,
+                    with_indices=True,  # row ids: a task may split a row and rejoin it
+                    remove_columns=ds.column_names,
+                    cache_file_name=str(stage.tmp / f"{split}.arrow"),
+                    load_from_cache_file=False,
+                    num_proc=self.num_proc if len(ds) >= 2 * self.num_proc > 2 else None,
+                    desc=f"encoding {split}",
+                )
+                if len(encoded) == 0:
+                    raise UserError(f"the {split} split has no text to train or evaluate on")
+                seconds, tokens = time.perf_counter() - start, int(feature_lengths(encoded).sum())
+                files = [Path(f["filename"]).name for f in encoded.cache_files]
+                splits[split] = {
+                    "rows": len(encoded), "source_rows": len(ds), "tokens": tokens,
+                    "seconds": round(seconds, 3),
+                    "files": {n: (stage.tmp / n).stat().st_size for n in files},
+                }  # fmt: skip
+                del encoded  # the Arrow files are complete
+                print(
+                    f"prepared {split}: {len(ds)} rows, {tokens} tokens in {seconds:.1f} s "
+                    f"({len(ds) / seconds:.0f} rows/s, {tokens / seconds:.0f} tokens/s)",
+                    file=sys.stderr,
+                )
+            manifest = {
+                "format_version": FORMAT_VERSION, "key": key, "inputs": inputs,
+                "task_state": task_state, "splits": splits,
+            }  # fmt: skip
+            stage.commit(manifest)
+        return manifest
+
+    # -- encoding --------------------------------------------------------------------------------
+
+    def setup_data(self, fit: bool = True) -> None:
+        """Map every split's encoded features from its prepared files, preparing them first
+        (read, check, subset, encode) when nothing is prepared for this configuration.
+        Idempotent; call before fit. ``fit=False`` (evaluation of a trained run): no train
+        split, and the task's state (its label set) must already be restored
+        (``Task.load_state_dict``).
+
+        Which process prepares: global rank 0, or each node's local rank 0 with
+        ``data.prepare_per_node`` (node-local cache disks); the others wait for its manifest."""
+        if self.splits:
+            return
+        key, inputs = self.prepare_inputs(fit)
+        folder = prepared_dir(self.cache_dir, key)
+        manifest = read_manifest(folder, key, inputs)
+        if manifest is None:
+            is_global, is_local = process_ranks()
+            if is_local if self.prepare_per_node else is_global:
+                folder, manifest = self.prepare(fit)
+            else:
+                who = "local rank 0" if self.prepare_per_node else "global rank 0"
+                wait_for(folder, self.prepare_timeout, who)
+                manifest = read_manifest(folder, key, inputs)
+        self.task.use_tokenizer(self.tokenizer)
+        if fit:
+            self.task.load_state_dict(manifest["task_state"])
+        for split in manifest["splits"]:
+            self.splits[split] = open_split(folder, manifest, split)
             if self.task.packs_rows:  # packed rows: how full they are
-                real, rows = int(self.lengths(split).sum()), len(encoded)
+                real, rows = int(self.lengths(split).sum()), len(self.splits[split])
                 msg = f"{split}: {rows} packed rows, {real} tokens, "
                 log.info(msg + f"packing efficiency {real / (rows * self.max_length):.3f} "
                          "(real tokens / slots)")  # fmt: skip
                 self.packing_efficiency[split] = real / (rows * self.max_length)
+        if type(self.task).keep_rows is not Task.keep_rows:
+            # raw fields a task's decode or metrics read (QA contexts): the evaluation splits' rows
+            raw, self._raw = self._raw or self._raw_splits(), None
+            for split in self.splits.keys() - {"train"}:
+                self.task.keep_rows(split, self._subset(raw[split][0], split).to_dict())
 
     def lengths(self, split: str) -> np.ndarray:
         """Tokens of each encoded example of ``split`` (from the Arrow offsets: no row read)."""

@@ -61,7 +61,7 @@ def test_a_changed_encoding_is_not_served_from_the_cache(tmp_path, tokenizer, mo
     second = _dm(tmp_path, tokenizer)  # same files, tokenizer, settings: only the code differs
     second.setup_data()
     assert [f["tag"] for f in second.splits["train"]] == [7] * 4
-    assert len(list((tmp_path / "cache").glob("train-*.arrow"))) == 2
+    assert len(list((tmp_path / "cache" / "prepared").glob("*/manifest.json"))) == 2
 
 
 def test_batches_are_padded_per_batch_and_subset_is_seeded(tmp_path, tokenizer):
@@ -79,7 +79,7 @@ def test_batches_are_padded_per_batch_and_subset_is_seeded(tmp_path, tokenizer):
     other = _dm(tmp_path, tokenizer, batch_size=4, max_train_samples=10, seed=1)
     other.setup_data()
     assert other.splits["train"].to_list() != dm.splits["train"].to_list()
-    assert list((tmp_path / "cache").glob("train-*.arrow"))  # encoded once, cached
+    assert list((tmp_path / "cache" / "prepared").glob("*/train.arrow"))  # encoded once, stored
     labels, lengths = [], []
     for batch in dm.val_dataloader():
         batch_lengths = batch["attention_mask"].sum(1)
