@@ -18,6 +18,8 @@ process start to the first training batch (a callback added with ``+callbacks.fi
 
     python bench/data_scale.py [--cases pretrain finetune] [--workdir DIR]
 
+The data sets are read from ``../shared/data`` (or ``$TASKLIGHT_SHARED_DATA``).
+
 The last output line is JSON.
 """
 
@@ -35,7 +37,7 @@ from pathlib import Path
 import lightning as L
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("TASKLIGHT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FIRST_STEP = "TASKLIGHT_BENCH_FIRST_STEP"  # env: the file the callback writes the time to
 
 CASES = {
