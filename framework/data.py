@@ -135,6 +135,7 @@ class DataModule(L.LightningDataModule):
             raise UserError(f"data.num_proc must be >= 1 (tokenizing processes), got {num_proc}")
         self.num_proc, self.prepare_per_node = num_proc, prepare_per_node
         self.prepare_timeout = prepare_timeout
+        self.prepared_here = False  # whether this process tokenized the data (else mapped it)
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         # split -> encoded features: a ``Dataset`` memory-mapped from its Arrow cache file (the
         # pages are the operating system's, shared by loader workers and processes), or a list of
@@ -264,7 +265,7 @@ class DataModule(L.LightningDataModule):
                 f"task {self.task.name!r}: state_dict() must return JSON values (lists, str, "
                 f"numbers) to be stored with prepared data ({e})"
             ) from None
-        splits = {}
+        splits, self.prepared_here = {}, True
         with Staging(folder) as stage:
             for split, (ds, _) in raw.items():
                 ds, start = self._subset(ds, split), time.perf_counter()

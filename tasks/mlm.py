@@ -27,6 +27,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -127,11 +128,12 @@ class MaskedLM(Task):
             (r, t) for r, t in zip(indices, rows[self.text_column], strict=True) if t and t.strip()
         ]
         texts = [t for _, t in kept]
-        # row: the row of the first piece; piece_rows/piece_starts: each piece's row and the
-        # offset of its first token in that row's document (to put predictions back in place).
-        out: dict[str, list] = {"input_ids": [], "segment_ids": [], "position_ids": [],
-                                "word_starts": [], "row": [], "piece_rows": [],
-                                "piece_starts": []}  # fmt: skip
+        # row: the row of the first piece; piece_rows/piece_starts/piece_lengths: each piece's
+        # row, the offset of its first token in that row's document (to put predictions back in
+        # place) and its length with [CLS] and [SEP]. Segment and position ids are derived from
+        # the lengths in collate: per token, only the ids and the word starts are stored.
+        out: dict[str, list] = {"input_ids": [], "word_starts": [], "row": [], "piece_rows": [],
+                                "piece_starts": [], "piece_lengths": []}  # fmt: skip
         if not texts:
             return out
         enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
@@ -142,12 +144,14 @@ class MaskedLM(Task):
             if row["input_ids"]:
                 row["row"] = row["piece_rows"][0]
                 for k in out:
-                    out[k].append(row[k])
+                    out[k].append(np.asarray(row[k], np.int8) if k == "word_starts" else row[k])
                     row[k] = []
 
         for i, ids in enumerate(enc["input_ids"]):
-            words = enc.word_ids(i)
-            starts = [int(j == 0 or words[j] != words[j - 1]) for j in range(len(ids))]
+            words = np.asarray(enc.word_ids(i))  # no special tokens: a word id per token
+            starts = np.ones(len(ids), dtype=np.int64)
+            starts[1:] = words[1:] != words[:-1]
+            starts = starts.tolist()
             pos = 0
             while pos < len(ids):
                 room = max_length - len(row["input_ids"])
@@ -155,24 +159,29 @@ class MaskedLM(Task):
                     flush()
                     room = max_length
                 take = min(len(ids) - pos, room - 2)
-                seg = row["segment_ids"][-1] + 1 if row["segment_ids"] else 0
                 row["input_ids"] += [self.cls_id, *ids[pos : pos + take], self.sep_id]
-                row["segment_ids"] += [seg] * (take + 2)
-                row["position_ids"] += list(range(take + 2))
                 row["word_starts"] += [1, 1, *starts[pos + 1 : pos + take], 1]
                 row["piece_rows"].append(kept[i][0])
                 row["piece_starts"].append(pos)
+                row["piece_lengths"].append(take + 2)
                 pos += take
         flush()
         return out
 
     def collate(self, features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         ids = [f["input_ids"] for f in features]
+        segments, positions = [], []
+        for f in features:  # each token's piece, and its position in the piece
+            lengths = np.asarray(f["piece_lengths"])
+            segment = np.repeat(np.arange(len(lengths)), lengths)
+            segments.append(segment)
+            positions.append(np.arange(len(segment)) - np.repeat(np.cumsum(lengths) - lengths,
+                                                                 lengths))  # fmt: skip
         return {
             "input_ids": pad(ids, pad_id),
             "attention_mask": pad([[1] * len(s) for s in ids], 0),
-            "segment_ids": pad([f["segment_ids"] for f in features], -1),
-            "position_ids": pad([f["position_ids"] for f in features], 0),
+            "segment_ids": pad(segments, -1),
+            "position_ids": pad(positions, 0),
             "word_starts": pad([f["word_starts"] for f in features], 1),
             "row": torch.tensor([f["row"] for f in features], dtype=torch.long),
             "piece_rows": pad([f["piece_rows"] for f in features], -1),

@@ -106,7 +106,11 @@ class SequenceTask(Task):
     ) -> dict[str, list]:
         texts = [_text(t) for t in rows[self.text_column]]
         pairs = [_text(t) for t in rows[self.text_pair_column]] if self.text_pair_column else None
-        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        # No attention mask (collate builds it), and token types only for pairs (one text: all
+        # zeros, what the encoder uses without them): less to build and store per token.
+        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length,
+                        return_attention_mask=False,
+                        return_token_type_ids=None if pairs is not None else False)  # fmt: skip
         out = {"input_ids": enc["input_ids"], "row": list(indices)}
         if self.label_column in rows:
             out["labels"] = self.encode_target(rows[self.label_column], indices)

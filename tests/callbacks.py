@@ -3,6 +3,7 @@ tests.callbacks.CLASS``): they observe or break one process of a (multi-process)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -65,3 +66,23 @@ class SigtermAt(Callback):
     def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class RecordTrainRows(Callback):
+    """Appends the row ids of each trained batch of this process to ``path``.RANK.jsonl, and
+    writes ``path``.RANK.json at the end: the Arrow files its train split is mapped from, and
+    whether this process prepared the data."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        with open(f"{self.path}.{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps(batch["row"].tolist()) + "\n")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        files = [f["filename"] for f in dm.splits["train"].cache_files]
+        record = {"files": files, "prepared_here": dm.prepared_here}
+        with open(f"{self.path}.{trainer.global_rank}.json", "w") as f:
+            json.dump(record, f)

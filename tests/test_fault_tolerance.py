@@ -28,6 +28,8 @@ RESUMABLE = (
     "callbacks.step_checkpoint.every_n_train_steps=1",
     "+callbacks.final._target_=tests.callbacks.SaveFinalWeights",
     "+callbacks.final.path=${paths.output_dir}/final.pt",
+    "+callbacks.rows._target_=tests.callbacks.RecordTrainRows",
+    "+callbacks.rows.path=${paths.output_dir}/rows",
 )  # fmt: skip
 
 
@@ -144,6 +146,10 @@ def test_sigterm_checkpoints_exits_143_and_resumes_like_an_uninterrupted_run(
     _assert_same_final_weights(uninterrupted, run_dir)
     assert _val(run_dir) == _val(uninterrupted)
     assert not preempted.exists()  # superseded by the finished run's checkpoints
+    # the stopped and the resumed run together trained exactly the uninterrupted run's rows
+    trained = (run_dir / "rows.0.jsonl").read_text().splitlines()
+    assert trained == (uninterrupted / "rows.0.jsonl").read_text().splitlines()
+    assert len(trained) == 12  # 2 epochs x 6 batches: none skipped, none twice
 
 
 def test_the_epoch_position_is_saved_by_the_data_module(uninterrupted):
@@ -339,3 +345,25 @@ def test_slurm_launcher_config_composes():
     assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in out
     assert "gpus_per_node: 4" in out and "tasks_per_node: ${.gpus_per_node}" in out
     assert "max_num_timeout: 3" in out and "signal_delay_s: 120" in out
+
+
+def test_ddp_sim_prepares_once_and_the_processes_share_the_files_and_deal_the_epoch(tmp_path):
+    # Nothing prepared yet (a fresh cache): rank 0 prepares, rank 1 maps its files.
+    record = tmp_path / "rows"
+    proc = run_cli("model=tiny", "callbacks=none", "trainer=ddp_sim", "trainer.max_epochs=1",
+                   "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+                   "data.batch_size=8", "data.max_train_samples=100",
+                   f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
+                   "+callbacks.rows._target_=tests.callbacks.RecordTrainRows",
+                   f"+callbacks.rows.path={record}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rows.{r}.json").read_text()) for r in (0, 1)]
+    assert [r["prepared_here"] for r in ranks] == [True, False]  # tokenized once
+    assert proc.stderr.count("prepared train:") == 1
+    assert ranks[0]["files"] == ranks[1]["files"]  # both map the same Arrow file
+    assert len(list((tmp_path / "cache" / "prepared").glob("*/manifest.json"))) == 1
+    seen = [[i for line in (tmp_path / f"rows.{r}.jsonl").read_text().splitlines()
+             for i in json.loads(line)] for r in (0, 1)]  # fmt: skip
+    assert len(seen[0]) == len(seen[1]) == 50
+    assert not set(seen[0]) & set(seen[1])  # disjoint rows ...
+    assert sorted(seen[0] + seen[1]) == list(range(100))  # ... whose union is the epoch

@@ -96,10 +96,14 @@ def test_packing_fills_rows_and_keeps_documents_apart(tokenizer):
     lengths = [len(r["input_ids"]) for r in rows]
     assert max(lengths) == 64 and all(n == 64 for n in lengths[:-1])  # only the last row is short
     n_tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in TEXTS)
-    pieces = sum(len(set(r["segment_ids"])) for r in rows)
+    pieces = sum(len(r["piece_lengths"]) for r in rows)
     assert sum(lengths) == n_tokens + 2 * pieces  # every token kept, one [CLS] and [SEP] per piece
     for r in rows:
-        seg, pos, ids = r["segment_ids"], r["position_ids"], r["input_ids"]
+        batch = task.collate([r], tokenizer.pad_token_id)  # segment/position ids built here
+        seg, pos, ids = batch["segment_ids"][0], batch["position_ids"][0], r["input_ids"]
+        assert sum(r["piece_lengths"]) == len(ids) and len(set(seg.tolist())) == len(
+            r["piece_lengths"]
+        )
         for t in range(len(ids)):
             first = t == 0 or seg[t] != seg[t - 1]
             assert (pos[t] == 0) == first and (ids[t] == tokenizer.cls_token_id) == first
@@ -108,7 +112,7 @@ def test_packing_fills_rows_and_keeps_documents_apart(tokenizer):
 def test_packed_documents_do_not_attend_to_each_other(tokenizer):
     task = _task(tokenizer)
     rows = _rows(task, tokenizer, TEXTS[:4], max_length=128)
-    assert len(rows) == 1 and len(set(rows[0]["segment_ids"])) == 4
+    assert len(rows) == 1 and len(rows[0]["piece_lengths"]) == 4
     batch = task.collate(rows, tokenizer.pad_token_id)
     torch.manual_seed(0)
     enc = Encoder(preset("tiny", hidden_dropout=0.0)).eval()
