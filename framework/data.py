@@ -32,7 +32,14 @@ from framework.prepared import (
     read_manifest,
     wait_for,
 )
-from framework.readers import TABLE_FORMATS, guess_format, read_hub_split, read_table, to_dataset
+from framework.readers import (
+    TABLE_FORMATS,
+    guess_format,
+    read_hub_split,
+    read_parquet,
+    read_table,
+    to_dataset,
+)
 from framework.sampling import (
     TrainBatchSampler,
     batches_per_rank,
@@ -179,7 +186,7 @@ class DataModule(L.LightningDataModule):
         if self.path is not None:
             for split, source in self._source_keys().items():
                 file = Path(self.path) / self.files[split]
-                out[split] = (to_dataset(self.read_file(file), file), fingerprint(*source))
+                out[split] = (self.read_split(file), fingerprint(*source))
             return out
         for split, name in self.hub_splits.items():
             if name is not None:
@@ -195,6 +202,13 @@ class DataModule(L.LightningDataModule):
         if split not in raw:
             raise UserError(f"no {split} split: set data.{split}_file (or data.hub_splits)")
         return raw[split][0].to_dict()
+
+    def read_split(self, file: Path) -> Dataset:
+        """``read_file`` as a ``Dataset``; Parquet is converted in row groups into an Arrow file
+        of the cache (``datasets``), never read whole into memory."""
+        if (self.format or guess_format(file, self.formats)) == "parquet" and file.is_file():
+            return read_parquet(file, self.cache_dir / "sources")
+        return to_dataset(self.read_file(file), file)
 
     def read_file(self, file: Path) -> dict[str, list]:
         """Rows of ``file`` in ``data.format`` (or the one its suffix names); a task reads its

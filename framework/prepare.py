@@ -29,6 +29,13 @@ def prepare(overrides: list[str]) -> dict:
         cfg = compose("train", overrides=overrides)
     apply_task_defaults(cfg)
     check_config(cfg)
+    if cfg.model.get("train_tokenizer"):
+        raise UserError(
+            "model.train_tokenizer trains a run's vocabulary in its run directory, which "
+            "framework.prepare has not: let framework.train prepare (it does when nothing is "
+            "prepared), or prepare with model.tokenizer=RUN_DIR/tokenizer "
+            "model.train_tokenizer=null"
+        )
     _, datamodule = build_data(cfg)
     key, inputs = datamodule.prepare_inputs()
     folder = prepared_dir(datamodule.cache_dir, key)

@@ -41,7 +41,12 @@ def read_utf8(path: Path) -> str:
 
 
 # The table formats every task reads, and the suffixes that name them when data.format is null.
-TABLE_FORMATS = {"csv": (".csv",), "tsv": (".tsv",), "jsonl": (".jsonl", ".json")}
+TABLE_FORMATS = {
+    "csv": (".csv",),
+    "tsv": (".tsv",),
+    "jsonl": (".jsonl", ".json"),
+    "parquet": (".parquet", ".pq"),
+}
 
 
 def guess_format(path: Path, formats: dict[str, tuple[str, ...]]) -> str:
@@ -69,6 +74,8 @@ def read_table(
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; check data.path and the file names")
     fmt = fmt or guess_format(path, TABLE_FORMATS)
+    if fmt == "parquet":
+        return read_parquet(path).to_dict()
     text = read_utf8(path)
     if fmt == "jsonl":
         records = []
@@ -119,6 +126,32 @@ def read_table(
     if not rows or not len(next(iter(rows.values()))):
         raise UserError(f"{path} has no rows; every split needs at least one example")
     return rows
+
+
+def read_parquet(path: Path, cache_dir: Path | None = None) -> Dataset:
+    """A Parquet file as a ``Dataset``, converted in row groups by ``datasets`` into an Arrow
+    file under ``cache_dir`` (memory-mapped: never the whole file in memory); None: in memory."""
+    from datasets import disable_progress_bars, enable_progress_bars
+
+    disable_progress_bars()
+    try:
+        if cache_dir is None:
+            import pyarrow.parquet as pq
+
+            ds = Dataset(pq.read_table(path))
+        else:
+            ds = Dataset.from_parquet(str(path), cache_dir=str(cache_dir))
+    except Exception as e:  # pyarrow and datasets raise several types for a damaged file
+        why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise UserError(
+            f"{path} is not a readable Parquet file ({why}); check the file, or write it again "
+            "(e.g. pandas.DataFrame.to_parquet)"
+        ) from None
+    finally:
+        enable_progress_bars()
+    if len(ds) == 0:
+        raise UserError(f"{path} has no rows; every split needs at least one example")
+    return ds
 
 
 class _NonFinite(ValueError):

@@ -53,9 +53,14 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], str]] = {
     ),
     "text column missing": ({}, ("task.text_column=sentence",), "column 'sentence' not found"),
     "unknown suffix": (
-        {"train.parquet": GOOD},
+        {"train.xlsx": GOOD},
+        ("data.train_file=train.xlsx",),
+        "set data.format to one of: csv, tsv, jsonl, parquet",
+    ),
+    "damaged Parquet file": (
+        {"train.parquet": "PAR1 cut short"},
         ("data.train_file=train.parquet",),
-        "set data.format to one of: csv, tsv, jsonl",
+        "train.parquet is not a readable Parquet file",
     ),
     "unknown data.format": ({}, ("data.format=xml",), "data.format='xml' is not one of"),
     "data.max_train_samples=0": ({}, ("data.max_train_samples=0",), "empty after"),

@@ -255,3 +255,49 @@ def test_eval_loaders_of_two_processes_have_as_many_batches(tmp_path, tokenizer)
         dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
         counts.append([len(b["input_ids"]) for b in dm.val_dataloader()])
     assert len(counts[0]) == len(counts[1]) and sum(map(sum, counts)) == 5, counts
+
+
+def _parquet(path, rows: dict):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(rows), path, row_group_size=2)  # several row groups
+    return path
+
+
+def test_parquet_splits_give_the_features_of_the_same_rows_in_csv(tmp_path, tokenizer):
+    rows = read_table(_write(tmp_path / "csv" / "train.csv", CSV))
+    _write(tmp_path / "csv" / "dev.csv", CSV)
+    _parquet(tmp_path / "pq" / "train.parquet", rows)
+    _parquet(tmp_path / "pq" / "dev.parquet", rows)
+    from_csv = _dm(tmp_path / "csv", tokenizer)
+    from_pq = _dm(tmp_path / "pq", tokenizer, train_file="train.parquet", val_file="dev.parquet")
+    from_csv.setup_data(), from_pq.setup_data()
+    assert from_pq.splits["train"].to_list() == from_csv.splits["train"].to_list()
+    assert read_table(tmp_path / "pq" / "dev.parquet") == rows  # predict's reader
+
+
+def test_token_tasks_read_parquet_list_columns(tmp_path, tokenizer):
+    from tasks.ner import NER
+
+    rows = {"tokens": [["EU", "rejects", "German"], ["Peter", "Blackburn"]],
+            "tags": [["B-ORG", "O", "B-MISC"], ["B-PER", "I-PER"]]}  # fmt: skip
+    for name in ("train.parquet", "dev.parquet"):
+        _parquet(tmp_path / name, rows)
+    dm = _dm(tmp_path, tokenizer, NER(), train_file="train.parquet", val_file="dev.parquet")
+    dm.setup_data()
+    assert len(dm.splits["train"]) == 2 and dm.task.labels[0] == "O"
+
+
+def test_a_damaged_or_incomplete_parquet_file_is_a_clear_error(tmp_path, tokenizer):
+    _parquet(tmp_path / "dev.parquet", {"text": ["a", "b"], "label": ["pos", "neg"]})
+    (tmp_path / "train.parquet").write_bytes(b"PAR1 cut short")
+    dm = _dm(tmp_path, tokenizer, train_file="train.parquet", val_file="dev.parquet")
+    with pytest.raises(UserError, match=r"train\.parquet is not a readable Parquet file"):
+        dm.setup_data()
+    _parquet(tmp_path / "train.parquet", {"sentence": ["a", "b"], "label": ["pos", "neg"]})
+    dm = _dm(tmp_path, tokenizer, train_file="train.parquet", val_file="dev.parquet")
+    with pytest.raises(UserError, match=r"column 'text' not found in the train split \(columns: "
+                       r"sentence, label\); set task.text_column"):  # fmt: skip
+        dm.setup_data()

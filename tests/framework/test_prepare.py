@@ -182,3 +182,5 @@ def test_prepare_command_prepares_once_then_train_maps(data, tokenizer, monkeypa
     assert code == 0 and "already prepared" in again
     code, err = _prepare_main(data, "data.num_proc=0")
     assert code == 2 and err.startswith("error: data.num_proc must be >= 1")
+    code, err = _prepare_main(data, "experiment=pretrain_wikitext2")
+    assert code == 2 and "model.train_tokenizer trains a run's vocabulary" in err
