@@ -250,10 +250,13 @@ class DataModule(L.LightningDataModule):
         }
         return fingerprint(json.dumps(inputs, sort_keys=True)), inputs
 
-    def prepare(self, fit: bool = True, wait: bool = True) -> tuple[Path, dict[str, Any]]:
+    def prepare(
+        self, fit: bool = True, wait: bool = True, key_inputs: tuple | None = None
+    ) -> tuple[Path, dict[str, Any]]:
         """Prepare this configuration's data unless it is (a lock: one process at a time;
-        ``wait=False``: another one preparing is a ``UserError``); (folder, manifest)."""
-        key, inputs = self.prepare_inputs(fit)
+        ``wait=False``: another one preparing is a ``UserError``); (folder, manifest).
+        ``key_inputs``: ``prepare_inputs(fit)`` when the caller has it already."""
+        key, inputs = key_inputs or self.prepare_inputs(fit)
         folder = prepared_dir(self.cache_dir, key)
         with locked(self.cache_dir, key, wait):
             manifest = read_manifest(folder, key, inputs)
@@ -262,9 +265,11 @@ class DataModule(L.LightningDataModule):
         return folder, manifest
 
     def _prepare(self, folder: Path, key: str, inputs: dict, fit: bool) -> dict[str, Any]:
-        raw, self._raw = self._raw or self._raw_splits(), None  # the raw rows are not kept
+        raw = self._raw or self._raw_splits()
+        # the raw rows are not kept, but for a task that keeps evaluation rows (setup_data)
+        self._raw = raw if self._keeps_rows() else None
         if not fit:
-            raw.pop("train", None)
+            raw = {s: v for s, v in raw.items() if s != "train"}
         for split, (ds, _) in raw.items():
             self.task.check_columns(ds.column_names, split)
             _warn_empty_texts(self.task, split, ds)
@@ -290,7 +295,8 @@ class DataModule(L.LightningDataModule):
                     remove_columns=ds.column_names,
                     cache_file_name=str(stage.tmp / f"{split}.arrow"),
                     load_from_cache_file=False,
-                    num_proc=self.num_proc if len(ds) >= 2 * self.num_proc > 2 else None,
+                    # worker processes when each gets at least two rows
+                    num_proc=self.num_proc if 1 < self.num_proc <= len(ds) // 2 else None,
                     desc=f"encoding {split}",
                 )
                 if len(encoded) == 0:
@@ -334,7 +340,7 @@ class DataModule(L.LightningDataModule):
         if manifest is None:
             is_global, is_local = process_ranks()
             if is_local if self.prepare_per_node else is_global:
-                folder, manifest = self.prepare(fit)
+                folder, manifest = self.prepare(fit, key_inputs=(key, inputs))
             else:
                 who = "local rank 0" if self.prepare_per_node else "global rank 0"
                 wait_for(folder, self.prepare_timeout, who)
@@ -350,11 +356,15 @@ class DataModule(L.LightningDataModule):
                 log.info(msg + f"packing efficiency {real / (rows * self.max_length):.3f} "
                          "(real tokens / slots)")  # fmt: skip
                 self.packing_efficiency[split] = real / (rows * self.max_length)
-        if type(self.task).keep_rows is not Task.keep_rows:
+        if self._keeps_rows():
             # raw fields a task's decode or metrics read (QA contexts): the evaluation splits' rows
             raw, self._raw = self._raw or self._raw_splits(), None
             for split in self.splits.keys() - {"train"}:
                 self.task.keep_rows(split, self._subset(raw[split][0], split).to_dict())
+
+    def _keeps_rows(self) -> bool:
+        """Whether the task keeps raw evaluation rows (``Task.keep_rows`` overridden)."""
+        return type(self.task).keep_rows is not Task.keep_rows
 
     def lengths(self, split: str) -> np.ndarray:
         """Tokens of each encoded example of ``split`` (from the Arrow offsets: no row read)."""

@@ -46,7 +46,7 @@ def prepare(overrides: list[str]) -> dict:
         shutil.rmtree(folder)
         manifest = None
     if manifest is None:
-        folder, manifest = datamodule.prepare(wait=False)
+        folder, manifest = datamodule.prepare(wait=False, key_inputs=(key, inputs))
     else:
         print("already prepared (nothing to do)")
     for split, entry in manifest["splits"].items():

@@ -131,9 +131,10 @@ def read_table(
 def read_parquet(path: Path, cache_dir: Path | None = None) -> Dataset:
     """A Parquet file as a ``Dataset``, converted in row groups by ``datasets`` into an Arrow
     file under ``cache_dir`` (memory-mapped: never the whole file in memory); None: in memory."""
-    from datasets import disable_progress_bars, enable_progress_bars
+    from datasets.utils import logging as ds_logging
 
-    disable_progress_bars()
+    bars = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
     try:
         if cache_dir is None:
             import pyarrow.parquet as pq
@@ -148,7 +149,8 @@ def read_parquet(path: Path, cache_dir: Path | None = None) -> Dataset:
             "(e.g. pandas.DataFrame.to_parquet)"
         ) from None
     finally:
-        enable_progress_bars()
+        if bars:  # as it was
+            ds_logging.enable_progress_bar()
     if len(ds) == 0:
         raise UserError(f"{path} has no rows; every split needs at least one example")
     return ds
