@@ -132,13 +132,14 @@ def bare_tokenizer(tokenizer_dir: str, overrides: list[str]) -> dict:
 
     from framework.build import apply_task_defaults, build_data
     from framework.config import register_resolvers
+    from framework.readers import gather
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     apply_task_defaults(cfg)
     _, dm = build_data(cfg)
-    texts = dm.task.tokenizer_texts(dm.raw_split("train"))
+    texts = dm.task.tokenizer_texts(gather(dm.raw_chunks("train"), "train"))
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     start, tokens = time.perf_counter(), 0
     for i in range(0, len(texts), 1000):

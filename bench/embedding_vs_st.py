@@ -68,6 +68,7 @@ def setup(name: str, data: Path, seed: int, extra: list[str]) -> tuple:
     import tasks  # noqa: F401  (registers the tasks)
     from framework.config import register_resolvers
     from framework.data import DataModule
+    from framework.readers import gather
     from framework.registry import build_task
 
     register_resolvers()
@@ -77,7 +78,7 @@ def setup(name: str, data: Path, seed: int, extra: list[str]) -> tuple:
     task = build_task(cfg.task)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.name_or_path)
     dm = DataModule(task, tokenizer, seed=seed, **OmegaConf.to_container(cfg.data, resolve=True))
-    rows = {split: dm.raw_split(split) for split in ("train", "val")}
+    rows = {split: gather(dm.raw_chunks(split), split) for split in ("train", "val")}
     n = cfg.data.max_train_samples
     if n is not None and n < len(rows["train"][task.text_column]):  # as DataModule.setup_data
         rows["train"] = Dataset.from_dict(rows["train"]).shuffle(seed=seed).select(range(n))[:]

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,20 +33,14 @@ from framework.prepared import (
     read_manifest,
     wait_for,
 )
-from framework.readers import (
-    TABLE_FORMATS,
-    guess_format,
-    read_hub_split,
-    read_parquet,
-    read_table,
-    to_dataset,
-)
+from framework.readers import CHUNK_ROWS
 from framework.sampling import (
     TrainBatchSampler,
     batches_per_rank,
     eval_batches,
     token_budget_batches,
 )
+from framework.sources import Sources, check_column_types, iter_rows
 from framework.task import Task
 
 log = logging.getLogger(__name__)
@@ -104,13 +99,6 @@ class DataModule(L.LightningDataModule):
             raise UserError(
                 f"data.num_workers must be >= 0 (0: load in the main process), got {num_workers}"
             )
-        # the task's own format first: its suffixes win (a SQuAD .json file is not JSON lines)
-        self.formats = {**_task_formats(task), **TABLE_FORMATS}
-        if format is not None and format not in self.formats:
-            raise UserError(
-                f"data.format={format!r} is not one of: {', '.join(self.formats)} (null: from "
-                "the file suffix)"
-            )
         if max_length < 2:
             raise UserError(
                 f"data.max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}"
@@ -121,12 +109,22 @@ class DataModule(L.LightningDataModule):
                 "longest example would not fit in a batch; raise data.max_tokens"
             )
         self.task, self.tokenizer = task, tokenizer
-        self.path, self.hub_id, self.hub_config = path, hub_id, hub_config
-        self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         self.format = format
         self.columns = list(columns) if columns is not None else None
         self.quoting = quoting
-        self.hub_splits = dict(hub_splits or {"train": "train", "val": "validation"})
+        self.sources = Sources(
+            task,
+            path,
+            {"train": train_file, "val": val_file, "test": test_file},
+            format,
+            self.columns,
+            quoting,
+            hub_id,
+            hub_config,
+            dict(hub_splits or {"train": "train", "val": "validation"}),
+            self.cache_dir,
+        )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_length = max_length
@@ -143,7 +141,6 @@ class DataModule(L.LightningDataModule):
         self.num_proc, self.prepare_per_node = num_proc, prepare_per_node
         self.prepare_timeout = prepare_timeout
         self.prepared_here = False  # whether this process tokenized the data (else mapped it)
-        self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         # split -> encoded features: a ``Dataset`` memory-mapped from its Arrow cache file (the
         # pages are the operating system's, shared by loader workers and processes), or a list of
         # feature dicts (predict's input rows)
@@ -155,70 +152,34 @@ class DataModule(L.LightningDataModule):
         # and hands a restored one to the next training loader's sampler (``load_state_dict``).
         self._train_sampler: TrainBatchSampler | None = None
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained)
-        # Splits read by ``raw_split`` (tokenizer training) before ``setup_data``: read once.
-        self._raw: dict[str, tuple[Dataset, str]] | None = None
+        # Raw splits (memory-mapped) read by ``raw_chunks`` (tokenizer training) before
+        # ``setup_data``: read once.
+        self._raw: dict[str, Dataset] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _source_keys(self) -> dict[str, list]:
-        """split -> what identifies its source (a file: path, size, modification time; a hub
-        split: its ``datasets`` fingerprint), without reading a local file."""
-        if self.path is None:
-            self._raw = self._raw or self._raw_splits()
-            return {s: [self.hub_id, self.hub_config, fp] for s, (_, fp) in self._raw.items()}
-        if not Path(self.path).is_dir():
-            raise UserError(f"data.path {self.path} is not a directory")
-        out = {}
-        for split, name in self.files.items():
-            if name is not None:
-                file = Path(self.path) / name
-                if not file.is_file():
-                    raise UserError(
-                        f"data file {file} does not exist; check data.path and the file names"
-                    )
-                st = file.stat()
-                out[split] = [str(file.resolve()), st.st_size, st.st_mtime_ns]
-        return out
-
-    def _raw_splits(self) -> dict[str, tuple[Dataset, str]]:
-        """split -> (rows, cache key of the source)."""
-        out = {}
-        if self.path is not None:
-            for split, source in self._source_keys().items():
-                file = Path(self.path) / self.files[split]
-                out[split] = (self.read_split(file), fingerprint(*source))
-            return out
-        for split, name in self.hub_splits.items():
-            if name is not None:
-                ds = read_hub_split(self.hub_id, self.hub_config, split, name)
-                out[split] = (ds, ds._fingerprint)
-        return out
-
-    def raw_split(self, split: str) -> dict[str, list]:
-        """The rows of ``split`` as read (column-major), before any encoding."""
+    def _read(self) -> dict[str, Dataset]:
         if self._raw is None:
-            self._raw = self._raw_splits()
-        raw = self._raw
+            self._raw = self.sources.read()
+        return self._raw
+
+    def _drop_raw(self) -> None:
+        """Forget the raw splits and remove their Arrow files (the prepared ones stay)."""
+        self._raw = None
+        self.sources.drop()
+
+    def raw_chunks(self, split: str) -> Iterator[dict[str, list]]:
+        """The rows of ``split`` as read, before any encoding: column-major chunks of at most
+        ``CHUNK_ROWS`` rows (never the whole split in memory)."""
+        raw = self._read()
         if split not in raw:
             raise UserError(f"no {split} split: set data.{split}_file (or data.hub_splits)")
-        return raw[split][0].to_dict()
-
-    def read_split(self, file: Path) -> Dataset:
-        """``read_file`` as a ``Dataset``; Parquet is converted in row groups into an Arrow file
-        of the cache (``datasets``), never read whole into memory."""
-        if (self.format or guess_format(file, self.formats)) == "parquet" and file.is_file():
-            return read_parquet(file, self.cache_dir / "sources")
-        return to_dataset(self.read_file(file), file)
+        return iter_rows(raw[split], CHUNK_ROWS)
 
     def read_file(self, file: Path) -> dict[str, list]:
-        """Rows of ``file`` in ``data.format`` (or the one its suffix names); a task reads its
-        own format (``file_format``/``read_file``, e.g. CoNLL columns)."""
-        if not file.is_file():
-            raise UserError(f"data file {file} does not exist; check data.path and the file names")
-        fmt = self.format or guess_format(file, self.formats)
-        if fmt in TABLE_FORMATS:
-            return read_table(file, fmt, self.columns, self.quoting)
-        return self.task.read_file(file)
+        """All rows of ``file`` in ``data.format`` (or the one its suffix names), in one dict
+        (predict's inputs)."""
+        return self.sources.read_file(file)
 
     def _subset(self, ds: Dataset, split: str) -> Dataset:
         limit = self.limits[split]
@@ -233,7 +194,7 @@ class DataModule(L.LightningDataModule):
     def prepare_inputs(self, fit: bool = True) -> tuple[str, dict[str, Any]]:
         """(key, inputs) of the prepared data this configuration trains on: every input that
         decides the features (sources, subsets, tokenizer, task, code). Reads no data file."""
-        sources = self._source_keys()
+        sources = self.sources.keys()
         if not fit:
             sources.pop("train", None)
         elif "train" not in sources:
@@ -265,17 +226,16 @@ class DataModule(L.LightningDataModule):
         return folder, manifest
 
     def _prepare(self, folder: Path, key: str, inputs: dict, fit: bool) -> dict[str, Any]:
-        raw = self._raw or self._raw_splits()
-        # the raw rows are not kept, but for a task that keeps evaluation rows (setup_data)
-        self._raw = raw if self._keeps_rows() else None
+        raw = self._read()
         if not fit:
             raw = {s: v for s, v in raw.items() if s != "train"}
-        for split, (ds, _) in raw.items():
+        for split, ds in raw.items():
             self.task.check_columns(ds.column_names, split)
+            check_column_types(self.task, ds, split, self.sources.where(split))
             _warn_empty_texts(self.task, split, ds)
         self.task.use_tokenizer(self.tokenizer)  # e.g. MLM: special token ids, vocabulary size
         if fit:
-            self.task.setup(raw["train"][0][:])
+            self.task.setup(iter_rows(raw["train"], CHUNK_ROWS))
         task_state = self.task.state_dict()
         try:
             json.dumps(task_state)
@@ -286,7 +246,7 @@ class DataModule(L.LightningDataModule):
             ) from None
         splits, self.prepared_here = {}, True
         with Staging(folder) as stage:
-            for split, (ds, _) in raw.items():
+            for split, ds in raw.items():
                 ds, start = self._subset(ds, split), time.perf_counter()
                 encoded = ds.map(
                     partial(self.task.encode, tokenizer=self.tokenizer, max_length=self.max_length),
@@ -319,6 +279,8 @@ class DataModule(L.LightningDataModule):
                 "task_state": task_state, "splits": splits,
             }  # fmt: skip
             stage.commit(manifest)
+        if not self._keeps_rows():  # a task that keeps rows reads them in setup_data
+            self._drop_raw()
         return manifest
 
     # -- encoding --------------------------------------------------------------------------------
@@ -358,9 +320,10 @@ class DataModule(L.LightningDataModule):
                 self.packing_efficiency[split] = real / (rows * self.max_length)
         if self._keeps_rows():
             # raw fields a task's decode or metrics read (QA contexts): the evaluation splits' rows
-            raw, self._raw = self._raw or self._raw_splits(), None
+            raw = self._read()
             for split in self.splits.keys() - {"train"}:
-                self.task.keep_rows(split, self._subset(raw[split][0], split).to_dict())
+                self.task.keep_rows(split, self._subset(raw[split], split).to_dict())
+        self._drop_raw()
 
     def _keeps_rows(self) -> bool:
         """Whether the task keeps raw evaluation rows (``Task.keep_rows`` overridden)."""
@@ -530,25 +493,26 @@ def feature_lengths(features: Dataset | list[dict[str, Any]]) -> np.ndarray:
     return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _task_formats(task: Task) -> dict[str, tuple[str, ...]]:
-    """The file format a task reads itself, if any: {name: suffixes}."""
-    return {task.file_format: tuple(task.file_suffixes)} if task.file_format else {}
-
-
-def _warn_empty_texts(task: Task, split: str, ds: Any) -> None:
+def _warn_empty_texts(task: Task, split: str, ds: Dataset) -> None:
     """A warning on stderr (training goes on) when texts of ``split`` are empty: each trains or
     is scored as an input with no words, which is rarely what the file meant."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    try:
-        texts = task.tokenizer_texts(ds.to_dict())
-    except UserError:  # a task without plain texts (QA, multiple choice)
-        return
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    empty, first, offset = 0, None, 0
+    for chunk in iter_rows(ds, CHUNK_ROWS):
+        n = len(next(iter(chunk.values()), []))
+        try:
+            texts = task.tokenizer_texts(chunk)
+        except UserError:  # a task without plain texts (QA, multiple choice)
+            return
+        rows = sorted({i % n for i, t in enumerate(texts) if not t.strip()}) if n else []
+        empty += sum(not t.strip() for t in texts)
+        if rows and first is None:
+            first = offset + rows[0] + 1
+        offset += n
     if empty and rank_zero_only.rank == 0:
-        row = empty[0] % len(ds) + 1
         print(
-            f"warning: {len(empty)} of the {split} split's texts are empty (first: row {row}); "
+            f"warning: {empty} of the {split} split's texts are empty (first: row {first}); "
             "they are kept as inputs without words: drop or fill those rows if that is wrong",
             file=sys.stderr,
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from datasets import Dataset
@@ -61,71 +62,185 @@ def guess_format(path: Path, formats: dict[str, tuple[str, ...]]) -> str:
     )
 
 
+# Rows per chunk a reader yields: a bounded amount of a file in Python objects at a time.
+CHUNK_ROWS = 10_000
+
+
+def read_lines(path: Path, newline_only: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, line) of each line of ``path`` without its line end, read incrementally:
+    the lines of ``str.splitlines`` (which also breaks at \\r, \\x0c, \\u2028...), numbered
+    from 1; ``newline_only``: the lines between \\n (or \\r\\n) only. A ``UserError`` naming
+    the line of the first non-UTF-8 or NUL byte."""
+    try:
+        f = open(path, "rb")  # closed by the with below; open's own errors named here
+    except OSError as e:  # no read permission, a folder, a broken mount
+        raise UserError(
+            f"cannot read {path} ({e.strerror}); check that it is a readable file"
+        ) from None
+    with f:
+        # b"\n" never occurs inside a UTF-8 multi-byte character, so splitting the bytes there
+        # and decoding each physical line is exact; each piece's splitlines() are the lines
+        # str.splitlines() gives for that stretch of the whole text
+        n = 0
+        for physical, raw in enumerate(f, 1):
+            if physical == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # utf-8-sig
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(
+                    f"{path} is not UTF-8 (bad byte at line {physical}); re-encode it as UTF-8, "
+                    f"e.g. `iconv -f latin1 -t utf-8 {path.name}`"
+                ) from None
+            if "\0" in text:  # a binary or corrupted file: it would train on the bytes around it
+                raise UserError(
+                    f"{path}:{physical}: a NUL byte; the file is binary or corrupted: remove the "
+                    f"NUL bytes (`tr -d '\\000' < {path.name} > fixed_{path.name}`) or use the "
+                    "original file"
+                )
+            if newline_only:  # as text.replace("\r\n", "\n").split("\n")
+                if text.endswith("\n"):
+                    text = text[:-2] if text.endswith("\r\n") else text[:-1]
+                yield physical, text
+                continue
+            for line in text.splitlines():
+                n += 1
+                yield n, line
+
+
+def then_blank(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """``lines`` (of ``read_lines``), then one empty line: a record that ends at an empty line
+    (a CoNLL sentence, a block of text) ends at the end of the file too."""
+    n = 0
+    for n, line in lines:
+        yield n, line
+    yield n + 1, ""
+
+
+def table_chunks(
+    path: str | Path,
+    fmt: str | None = None,
+    columns: list[str] | None = None,
+    quoting: bool | None = None,
+    chunk_rows: int | None = None,
+) -> Iterator[dict[str, list]]:
+    """Rows of a CSV, TSV or JSON-lines file, column-major, ``chunk_rows`` (None:
+    ``CHUNK_ROWS``) at a time (the file is read incrementally); ``fmt`` None: from the suffix.
+    ``columns``: the names of a CSV/TSV file without a header line. ``quoting``: whether
+    ``"``-quoted fields are unquoted; None: CSV yes, TSV no (GLUE's TSV has bare quotes). A
+    JSON-lines chunk has the keys of its own lines (``None`` where a line lacks one);
+    ``framework.sources.write_arrow`` joins the chunks."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist; check data.path and the file names")
+    fmt = fmt or guess_format(path, TABLE_FORMATS)
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    if fmt == "jsonl":
+        yield from _jsonl_chunks(path, chunk_rows)
+    elif fmt in ("csv", "tsv"):
+        yield from _csv_chunks(path, fmt, columns, quoting, chunk_rows)
+    else:
+        raise UserError(
+            f"{path}: unknown table format {fmt!r}; use one of {', '.join(TABLE_FORMATS)}"
+        )
+
+
+def _jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[dict[str, list]]:
+    records = []
+    for n, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_constant=_no_constant)
+        except _NonFinite as e:
+            raise UserError(
+                f"{path}:{n}: {e} is not a JSON value; write null for a missing value, or drop "
+                "the row"
+            ) from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: every line must be a JSON object (line {n} is not)")
+        records.append(record)
+        if len(records) == chunk_rows:
+            yield _columns(records)
+            records = []
+    if records:
+        yield _columns(records)
+
+
+def _columns(records: list[dict]) -> dict[str, list]:
+    """Records -> column-major rows: every key of any record (in order of first appearance)."""
+    keys = dict.fromkeys(k for r in records for k in r)
+    return {k: [r.get(k) for r in records] for k in keys}
+
+
+def _csv_chunks(
+    path: Path, fmt: str, columns: list[str] | None, quoting: bool | None, chunk_rows: int
+) -> Iterator[dict[str, list]]:
+    quoted = quoting if quoting is not None else fmt == "csv"
+    # Python's csv refuses a field over 128 KiB (a long document): up to 1 GiB here.
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+    reader = csv.reader(
+        (line for _, line in read_lines(path)),
+        delimiter="\t" if fmt == "tsv" else ",",
+        quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
+    )
+    has_header = columns is None
+    if has_header:
+        header = next(reader, None)
+        if not header:
+            raise UserError(f"{path} is empty; it needs a header line and at least one row")
+        columns = [h.strip() for h in header]
+    first_line = 2 if has_header else 1
+    rows: dict[str, list] = {c: [] for c in columns}
+    count = 0
+    for n, fields in enumerate(reader, first_line):
+        if not fields:
+            continue
+        if len(fields) != len(columns):
+            where = "the header has" if has_header else "data.columns names"
+            raise UserError(f"{path}:{n}: {len(fields)} fields where {where} {len(columns)}")
+        for c, v in zip(columns, fields, strict=True):
+            rows[c].append(v)
+        count += 1
+        if count == chunk_rows:
+            yield rows
+            rows, count = {c: [] for c in columns}, 0
+    if count:
+        yield rows
+
+
+def gather(chunks: Iterable[dict[str, list]], path: Path | str) -> dict[str, list]:
+    """Chunks -> one column-major dict (for small inputs: predict's rows); a key missing from a
+    chunk is ``None`` in its rows. A ``UserError`` when there are no rows."""
+    out: dict[str, list] = {}
+    total = 0
+    for chunk in chunks:
+        n = len(next(iter(chunk.values()), []))
+        for k in chunk:
+            if k not in out:  # a key first seen in this chunk: None in the rows before
+                out[k] = [None] * total
+        for k, values in out.items():
+            values.extend(chunk.get(k, [None] * n))
+        total += n
+    if total == 0:
+        raise UserError(f"{path} has no rows; every split needs at least one example")
+    return out
+
+
 def read_table(
     path: str | Path,
     fmt: str | None = None,
     columns: list[str] | None = None,
     quoting: bool | None = None,
 ) -> dict[str, list]:
-    """Rows of a CSV, TSV or JSON-lines file, column-major; ``fmt`` None: from the suffix.
-    ``columns``: the names of a CSV/TSV file without a header line. ``quoting``: whether
-    ``"``-quoted fields are unquoted; None: CSV yes, TSV no (GLUE's TSV has bare quotes)."""
+    """All rows of a CSV, TSV, JSON-lines or Parquet file, column-major (``table_chunks``
+    gathered: for inputs that fit in memory)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data file {path} does not exist; check data.path and the file names")
-    fmt = fmt or guess_format(path, TABLE_FORMATS)
-    if fmt == "parquet":
+    if (fmt or guess_format(path, TABLE_FORMATS)) == "parquet" and path.is_file():
         return read_parquet(path).to_dict()
-    text = read_utf8(path)
-    if fmt == "jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line, parse_constant=_no_constant))
-                except _NonFinite as e:
-                    raise UserError(
-                        f"{path}:{n}: {e} is not a JSON value; write null for a missing value, "
-                        "or drop the row"
-                    ) from None
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{n}: not a JSON object ({e.msg})") from None
-        if not all(isinstance(r, dict) for r in records):
-            raise UserError(f"{path}: every line must be a JSON object")
-        columns = list(dict.fromkeys(k for r in records for k in r))
-        rows = {c: [r.get(c) for r in records] for c in columns}
-    elif fmt in ("csv", "tsv"):
-        quoted = quoting if quoting is not None else fmt == "csv"
-        # Python's csv refuses a field over 128 KiB (a long document): up to 1 GiB here.
-        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
-        reader = csv.reader(
-            text.splitlines(),
-            delimiter="\t" if fmt == "tsv" else ",",
-            quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,
-        )
-        has_header = columns is None
-        if has_header:
-            header = next(reader, None)
-            if not header:
-                raise UserError(f"{path} is empty; it needs a header line and at least one row")
-            columns = [h.strip() for h in header]
-        first_line = 2 if has_header else 1
-        rows = {c: [] for c in columns}
-        for n, fields in enumerate(reader, first_line):
-            if not fields:
-                continue
-            if len(fields) != len(columns):
-                where = "the header has" if has_header else "data.columns names"
-                raise UserError(f"{path}:{n}: {len(fields)} fields where {where} {len(columns)}")
-            for c, v in zip(columns, fields, strict=True):
-                rows[c].append(v)
-    else:
-        raise UserError(
-            f"{path}: unknown table format {fmt!r}; use one of {', '.join(TABLE_FORMATS)}"
-        )
-    if not rows or not len(next(iter(rows.values()))):
-        raise UserError(f"{path} has no rows; every split needs at least one example")
-    return rows
+    return gather(table_chunks(path, fmt, columns, quoting), path)
 
 
 def read_parquet(path: Path, cache_dir: Path | None = None) -> Dataset:

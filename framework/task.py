@@ -22,6 +22,7 @@ Splits: ``train``, ``val``, ``test`` and ``predict`` (inputs without labels).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,8 +71,19 @@ class Task(ABC):
         columns only); ``require_columns`` helps. By default ``encode`` meets the gap."""
         return None  # optional hook: no check by default
 
-    def setup(self, train_rows: dict[str, list]) -> None:
-        """See the training rows once before encoding (e.g. to infer the label set)."""
+    def column_types(self, split: str) -> dict[str, str]:
+        """Column -> the values the task reads from it: ``"text"`` (one text, number or bool
+        per row, read as its text), ``"list"`` (a list of those per row: NER's words) or
+        ``"text_or_list"``. Checked against each split's Arrow schema before encoding, so a
+        column of another shape (a list where a text is read, a struct) is one error line
+        naming the file and column. Default: nothing checked."""
+        return {}
+
+    def setup(self, train_chunks: Iterable[dict[str, list]]) -> None:
+        """See the training rows once before encoding (e.g. to infer the label set), as an
+        iterator of column-major chunks (``framework.readers.CHUNK_ROWS`` rows each, the last
+        shorter), in file order: a split of any size is never in memory whole. Iterate it once;
+        ``chunk_offsets`` numbers the rows for error messages."""
         return None  # optional hook: nothing to learn by default
 
     def state_dict(self) -> dict[str, Any]:
@@ -104,9 +116,23 @@ class Task(ABC):
     def collate(self, features: list[dict[str, Any]], pad_id: int) -> Batch:
         """Features -> a padded batch with ``input_ids``, ``attention_mask`` (B, T) and ``row``."""
 
+    def read_chunks(self, path: Path) -> Iterator[dict[str, list]]:
+        """Rows of ``path`` in ``file_format`` (only called for a task that declares one), as
+        column-major chunks read incrementally (``framework.readers.read_lines`` gives the
+        lines with UTF-8 and NUL errors that name the line). Default: ``read_file``'s rows as
+        one chunk, for a format that is only read whole (SQuAD's one JSON document)."""
+        if type(self).read_file is Task.read_file:
+            raise UserError(f"task {self.name!r} reads no file format of its own")
+        yield self.read_file(path)
+
     def read_file(self, path: Path) -> dict[str, list]:
-        """Rows of ``path`` in ``file_format`` (only called for a task that declares one)."""
-        raise UserError(f"task {self.name!r} reads no file format of its own")
+        """All rows of ``path`` in ``file_format`` in one dict: a task implements this or
+        ``read_chunks`` (this default gathers ``read_chunks``)."""
+        from framework.readers import gather
+
+        if type(self).read_chunks is Task.read_chunks:
+            raise UserError(f"task {self.name!r} reads no file format of its own")
+        return gather(self.read_chunks(path), path)
 
     def text_row(self, text: str) -> dict[str, Any]:
         """One raw row from a line of plain text (``framework.predict input=-``)."""
@@ -236,6 +262,14 @@ def pad_tokens(features: list[dict[str, Any]], pad_id: int) -> Batch:
     if "token_type_ids" in features[0]:
         batch["token_type_ids"] = pad([f["token_type_ids"] for f in features], 0)
     return batch
+
+
+def chunk_offsets(chunks: Iterable[dict[str, list]]) -> Iterator[tuple[int, dict[str, list]]]:
+    """(row id of the chunk's first row, chunk) of each chunk ``Task.setup`` gets."""
+    offset = 0
+    for chunk in chunks:
+        yield offset, chunk
+        offset += len(next(iter(chunk.values()), []))
 
 
 def require_columns(columns: list[str], wanted: list[str | None], split: str, hint: str) -> None:

@@ -32,15 +32,22 @@ def train_wordpiece(
 
     if vocab_size < 100:
         raise UserError(f"model.train_tokenizer={vocab_size}: use a vocabulary of >= 100 tokens")
-    texts = [t for t in texts if isinstance(t, str) and t.strip()]
-    if not texts:
-        raise UserError("no training text to train a tokenizer on; check task.text_column")
+    kept = [0]  # texts seen: ``texts`` is streamed (an iterator over a corpus of any size)
+
+    def nonempty() -> Iterable[str]:
+        for t in texts:
+            if isinstance(t, str) and t.strip():
+                kept[0] += 1
+                yield t
+
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
-    tok.train_from_iterator(texts, trainer, length=len(texts))
+    tok.train_from_iterator(nonempty(), trainer)
+    if not kept[0]:
+        raise UserError("no training text to train a tokenizer on; check task.text_column")
     # The trainer numbers tokens of equal frequency in a varying order (parallel counting), so
     # two trainings on the same text give the same vocabulary under different ids. WordPiece
     # tokenises by the vocabulary alone (longest match first): the ids are re-assigned in a
@@ -96,7 +103,8 @@ def run_tokenizer(cfg: DictConfig, datamodule) -> Path:
                 return out
             time.sleep(1)
         raise UserError(f"no tokenizer appeared in {out} within an hour (process 0 trains it)")
-    texts = datamodule.task.tokenizer_texts(datamodule.raw_split("train"))
+    task = datamodule.task
+    texts = (t for chunk in datamodule.raw_chunks("train") for t in task.tokenizer_texts(chunk))
     start = time.perf_counter()
     train_wordpiece(texts, int(m.train_tokenizer), bool(m.get("lowercase", True)), out)
     print(f"Trained a {m.train_tokenizer}-token WordPiece tokenizer in "

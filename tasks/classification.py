@@ -6,6 +6,7 @@ MRPC and QQP); the final evaluation draws a confusion matrix.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from torchmetrics.classification import (
 
 from framework.errors import UserError
 from framework.registry import register_task
-from framework.task import Batch, Prediction, StepOutput, is_missing
+from framework.task import Batch, Prediction, StepOutput, chunk_offsets, is_missing
 from tasks.sequence import SequenceTask
 
 
@@ -88,16 +89,19 @@ class Classification(SequenceTask):
         assert self.labels is not None, "call setup() first"
         return len(self.labels)
 
-    def setup(self, train_rows: dict[str, list]) -> None:
+    def setup(self, train_chunks: Iterable[dict[str, list]]) -> None:
         if self.labels is None:
-            values = train_rows[self.label_column]
-            missing = [i for i, v in enumerate(values) if is_missing(v)]
+            seen, missing = set(), []
+            for offset, chunk in chunk_offsets(train_chunks):
+                values = chunk[self.label_column]
+                missing += [offset + i for i, v in enumerate(values) if is_missing(v)]
+                seen.update(str(v) for v in values)
             if missing:
                 raise UserError(
                     f"{len(missing)} train rows have no value in column {self.label_column!r} "
                     f"(first: row {missing[0] + 1}); fill them in or drop those rows"
                 )
-            self.labels = sorted({str(v) for v in values})
+            self.labels = sorted(seen)
             check_label_spellings(self.labels, self.label_column)
             self._check_labels()
             self._check_label_names()

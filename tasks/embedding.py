@@ -67,6 +67,10 @@ class Embedding(Task):
     def read_file(self, path: Path) -> dict[str, list]:
         return read_squad(path)
 
+    def column_types(self, split: str) -> dict[str, str]:
+        columns = (self.text_column, self.text_pair_column, self.score_column, self.negative_column)
+        return {c: "text" for c in columns if c}
+
     def check_columns(self, columns: list[str], split: str) -> None:
         wanted = [self.text_column]
         if split != "predict":

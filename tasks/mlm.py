@@ -24,6 +24,7 @@ the most frequent token (the unigram baseline). The export is a ``BertForMaskedL
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from framework.errors import UserError
-from framework.readers import read_utf8
+from framework.readers import CHUNK_ROWS, read_lines, then_blank
 from framework.registry import register_task
 from framework.task import Batch, Prediction, StepOutput, Task, pad
 from tasks.mlm_head import _PRETRAINED_HEADS, MLMHead
@@ -74,18 +75,28 @@ class MaskedLM(Task):
     file_suffixes = TEXT_SUFFIXES
     packs_rows = True
 
-    def read_file(self, path: Path) -> dict[str, list]:
-        """Raw text: one document per line, or (``documents=blank``) per blank-line block."""
-        text = read_utf8(path)
-        if self.documents == "line":
-            docs = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        else:
-            blocks = [b.split("\n") for b in text.replace("\r\n", "\n").split("\n\n")]
-            docs = [" ".join(ln.strip() for ln in b if ln.strip()) for b in blocks]
-            docs = [d for d in docs if d]
-        if not docs:
+    def read_chunks(self, path: Path) -> Iterator[dict[str, list]]:
+        """Raw text: one document per line, or (``documents=blank``) per block of lines between
+        empty lines; read incrementally, ``CHUNK_ROWS`` documents a chunk."""
+        docs, block, any_doc = [], [], False
+        lines = read_lines(path, newline_only=self.documents == "blank")
+        for _, line in then_blank(lines):
+            if self.documents == "line":
+                if line.strip():
+                    docs.append(line.strip())
+            elif line:  # documents=blank: a block ends at an empty line
+                if line.strip():
+                    block.append(line.strip())
+            elif block:
+                docs.append(" ".join(block))
+                block = []
+            if len(docs) == CHUNK_ROWS:
+                yield {self.text_column: docs}
+                docs, any_doc = [], True
+        if not docs and not any_doc:
             raise UserError(f"{path} has no text; every split needs at least one document")
-        return {self.text_column: docs}
+        if docs:
+            yield {self.text_column: docs}
 
     def use_tokenizer(self, tokenizer: Any) -> None:
         """Token ids the masking needs (called by the data module, and by ``encode``)."""
@@ -109,6 +120,9 @@ class MaskedLM(Task):
 
     def tokenizer_texts(self, rows: dict[str, list]) -> list[str]:
         return [str(t) for t in rows[self.text_column]]
+
+    def column_types(self, split: str) -> dict[str, str]:
+        return {self.text_column: "text"}
 
     def check_columns(self, columns: list[str], split: str) -> None:
         if self.text_column not in columns:

@@ -9,6 +9,7 @@ Text columns, head and export as in ``tasks/sequence.py``; the export is a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from torchmetrics.classification import MultilabelF1Score
 
 from framework.errors import UserError
 from framework.registry import register_task
-from framework.task import Batch, Prediction, StepOutput, is_missing
+from framework.task import Batch, Prediction, StepOutput, chunk_offsets, is_missing
 from tasks.classification import check_label_spellings
 from tasks.sequence import SequenceTask
 
@@ -77,6 +78,9 @@ class MultiLabel(SequenceTask):
     def names(self) -> list[str]:
         return self.label_names or self.labels
 
+    def column_types(self, split: str) -> dict[str, str]:
+        return super().column_types(split) | {self.label_column: "text_or_list"}
+
     def _split(self, value: Any, row: int) -> list[str]:
         if isinstance(value, list):
             return [str(v).strip() for v in value]
@@ -87,10 +91,13 @@ class MultiLabel(SequenceTask):
             )
         return [v.strip() for v in str(value).split(self.separator) if v.strip()]
 
-    def setup(self, train_rows: dict[str, list]) -> None:
+    def setup(self, train_chunks: Iterable[dict[str, list]]) -> None:
         if self.labels is None:
-            values = train_rows[self.label_column]
-            self.labels = sorted({x for i, v in enumerate(values) for x in self._split(v, i)})
+            seen = set()
+            for offset, chunk in chunk_offsets(train_chunks):
+                values = chunk[self.label_column]
+                seen.update(x for i, v in enumerate(values) for x in self._split(v, offset + i))
+            self.labels = sorted(seen)
             check_label_spellings(self.labels, self.label_column)
             self._check()
         if len(self.labels) < 2:

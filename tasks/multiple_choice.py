@@ -14,6 +14,7 @@ letters). Candidates are scored by position: two identical candidate texts stay 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,16 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from framework.errors import UserError
 from framework.registry import register_task
-from framework.task import Batch, Prediction, StepOutput, Task, is_missing, pad, require_columns
+from framework.task import (
+    Batch,
+    Prediction,
+    StepOutput,
+    Task,
+    chunk_offsets,
+    is_missing,
+    pad,
+    require_columns,
+)
 from tasks.sequence import PooledHead
 
 
@@ -90,9 +100,11 @@ class MultipleChoice(Task):
             out.append({"text": str(text), "label": str(label) if label is not None else str(i)})
         return out
 
-    def setup(self, train_rows: dict[str, list]) -> None:
-        choices = self._column(train_rows, self.choices_column)
-        counts = {len(self._choices(c, i)) for i, c in enumerate(choices)}
+    def setup(self, train_chunks: Iterable[dict[str, list]]) -> None:
+        counts = set()
+        for offset, chunk in chunk_offsets(train_chunks):
+            choices = self._column(chunk, self.choices_column)
+            counts.update(len(self._choices(c, offset + i)) for i, c in enumerate(choices))
         if len(counts) != 1:
             raise UserError(
                 f"rows have {sorted(counts)} candidates; every row needs the same number"

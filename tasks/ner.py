@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from framework.errors import UserError
-from framework.readers import read_utf8
+from framework.readers import CHUNK_ROWS, read_lines, then_blank
 from framework.registry import register_task
 from framework.task import Batch, Prediction, StepOutput, Task, pad, pad_tokens, require_columns
 from tasks.entities import EntityF1, _stitch, detect_scheme, entities, to_iob2
@@ -73,11 +74,11 @@ class NER(Task):
     file_format = "conll"  # data.format=conll; the default for these suffixes
     file_suffixes = CONLL_SUFFIXES
 
-    def read_file(self, path: Path) -> dict[str, list]:
-        """Sentences of a CoNLL column file: one word per line, blank lines between sentences."""
-        lines = read_utf8(path).splitlines()
-        tokens, tags, words, wtags, width = [], [], [], [], None
-        for n, line in enumerate([*lines, ""], 1):
+    def read_chunks(self, path: Path) -> Iterator[dict[str, list]]:
+        """Sentences of a CoNLL column file: one word per line, blank lines between sentences;
+        read incrementally, ``CHUNK_ROWS`` sentences a chunk."""
+        tokens, tags, words, wtags, width, any_sentence = [], [], [], [], None, False
+        for n, line in then_blank(read_lines(path)):
             fields = line.split()
             if fields and fields[0] == "-DOCSTART-":
                 continue
@@ -86,6 +87,9 @@ class NER(Task):
                     tokens.append(words)
                     tags.append(wtags)
                     words, wtags = [], []
+                    if len(tokens) == CHUNK_ROWS:
+                        yield {self.tokens_column: tokens, self.tags_column: tags}
+                        tokens, tags, any_sentence = [], [], True
                 continue
             if width is None:
                 width = len(fields)
@@ -103,9 +107,13 @@ class NER(Task):
                 )
             words.append(fields[self.token_field])
             wtags.append(fields[self.tag_field])
-        if not tokens:
+        if not tokens and not any_sentence:
             raise UserError(f"{path} has no sentences; a CoNLL file needs word lines")
-        return {self.tokens_column: tokens, self.tags_column: tags}
+        if tokens:
+            yield {self.tokens_column: tokens, self.tags_column: tags}
+
+    def column_types(self, split: str) -> dict[str, str]:
+        return {self.tokens_column: "list", self.tags_column: "list"}
 
     def check_columns(self, columns: list[str], split: str) -> None:
         wanted = [self.tokens_column, self.tags_column if split != "predict" else None]
@@ -117,14 +125,21 @@ class NER(Task):
     def tokenizer_texts(self, rows: dict[str, list]) -> list[str]:
         return [" ".join(map(str, words)) for words in rows[self.tokens_column]]
 
-    def setup(self, train_rows: dict[str, list]) -> None:
-        tags = [[str(t) for t in seq] for seq in train_rows[self.tags_column]]
+    def setup(self, train_chunks: Iterable[dict[str, list]]) -> None:
+        # chunk by chunk: a chunk's scheme, the strongest evidence winning (BIOES > IOB1 >
+        # IOB2: detect_scheme of the whole split), and the entity types of its IOB2 form
+        schemes, types = set(), set()
+        for chunk in train_chunks:
+            tags = [[str(t) for t in seq] for seq in chunk[self.tags_column]]
+            if self.scheme == "auto":
+                schemes.add(detect_scheme(tags))
+            if self.labels is None:
+                types.update(t[2:] for seq in tags for t in to_iob2(seq) if t != "O")
         if self.scheme == "auto":
-            self.scheme = detect_scheme(tags)
+            self.scheme = next(s for s in ("BIOES", "IOB1", "IOB2") if s in schemes or s == "IOB2")
             log.info("NER tag scheme detected: %s", self.scheme)
         if self.labels is None:
-            types = sorted({t[2:] for seq in tags for t in to_iob2(seq) if t != "O"})
-            self.labels = ["O", *(f"{p}-{typ}" for typ in types for p in "BI")]
+            self.labels = ["O", *(f"{p}-{typ}" for typ in sorted(types) for p in "BI")]
         if "O" not in self.labels:
             raise UserError("task.labels must contain 'O'")
         missing = [_inside(t) for t in self.labels if _inside(t) not in self.labels]

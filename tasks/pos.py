@@ -8,6 +8,7 @@ POS tags are its second column (``task.tag_field=1``, the default here).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -43,9 +44,11 @@ class POS(NER):
                          label_all_tokens, stride, unknown_tag, dropout)  # fmt: skip
         self.scheme = "none"  # tags are labels, not entity spans
 
-    def setup(self, train_rows: dict[str, list]) -> None:
+    def setup(self, train_chunks: Iterable[dict[str, list]]) -> None:
         if self.labels is None:  # the tags of the train split, sorted
-            self.labels = sorted({str(t) for seq in train_rows[self.tags_column] for t in seq})
+            self.labels = sorted(
+                {str(t) for chunk in train_chunks for seq in chunk[self.tags_column] for t in seq}
+            )
         if not self.labels:
             raise UserError("the train split has no tags; check task.tags_column / tag_field")
         self._label_to_id = {t: i for i, t in enumerate(self.labels)}

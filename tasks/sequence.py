@@ -101,6 +101,10 @@ class SequenceTask(Task):
         hint = "task.text_column / task.text_pair_column / task.label_column"
         require_columns(columns, wanted, split, hint)
 
+    def column_types(self, split: str) -> dict[str, str]:
+        columns = {self.text_column: "text", self.label_column: "text"}
+        return columns | ({self.text_pair_column: "text"} if self.text_pair_column else {})
+
     def encode(
         self, rows: dict[str, list], indices: list[int], tokenizer: Any, max_length: int
     ) -> dict[str, list]:

@@ -97,7 +97,7 @@ def test_predict_file_and_stdin_in_input_order_as_the_export(trained, tmp_path):
 def _figures(name: str) -> list[str]:
     """The names of the figures the task draws (``Task.figures``), once set up on its rows."""
     task = get_task(name)()
-    task.setup(task.synthetic_rows(24, seed=0))
+    task.setup([task.synthetic_rows(24, seed=0)])
     return list(task.figures())
 
 

@@ -43,7 +43,8 @@ def _no_reading(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("a data file was read although the data is prepared")
 
-    monkeypatch.setattr("framework.data.read_table", refuse)
+    monkeypatch.setattr("framework.readers.read_lines", refuse)
+    monkeypatch.setattr("framework.sources.Sources.read_split", refuse)
 
 
 def test_a_prepared_split_is_mapped_without_reading_the_data(data, tokenizer, monkeypatch):

@@ -64,3 +64,12 @@ def test_the_export_carries_the_trained_tokenizer(tmp_path):
 
     fill = transformers.pipeline("fill-mask", model=str(out), tokenizer=str(out))
     assert len(fill("the cat sat on the [MASK].", top_k=2)) == 2
+
+
+def test_training_from_an_iterator_gives_the_vocabulary_of_a_list(tmp_path):
+    texts = [f"the {w} sat on the mat number {i}" for i, w in enumerate(["cat", "dog"] * 40)]
+    # a vocabulary that holds every token (ties at a smaller size are cut in a varying order)
+    from_list = train_wordpiece(texts, 2000, True, tmp_path / "list")
+    from_iter = train_wordpiece((t for t in texts), 2000, True, tmp_path / "iter")
+    assert len(from_list.get_vocab()) < 2000
+    assert from_iter.get_vocab() == from_list.get_vocab()

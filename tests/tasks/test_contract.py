@@ -27,7 +27,7 @@ def _build(name: str, tokenizer, seed: int = 0, n: int = 8):
         rows = task.synthetic_rows(n, seed=0)
     except NotImplementedError:
         pytest.skip(f"task {name!r} declares no synthetic_rows")
-    task.setup(rows)
+    task.setup([rows])
     for split in ("val", "predict"):  # as the data module does for every split but train
         task.keep_rows(split, rows)
     cols = task.encode(rows, list(range(n)), tokenizer, max_length=32)

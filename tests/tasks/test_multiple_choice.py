@@ -45,6 +45,6 @@ def test_reads_nested_columns_letters_and_keeps_repeated_choices(tmp_path, token
 def test_an_answer_that_names_no_candidate_is_a_clear_error(tokenizer):
     task = _task()
     rows = {"answerKey": ["F"], "question": [ROWS[0]["question"]]}
-    task.setup(rows)
+    task.setup([rows])
     with pytest.raises(Exception, match="neither a candidate's 'label'"):
         task.encode(rows, [0], tokenizer, 64)

@@ -73,7 +73,7 @@ def test_schemes_are_detected_and_normalised():
 
 
 def _features(task: NER, tokenizer, rows, max_length: int):
-    task.setup(rows)
+    task.setup([rows])
     cols = task.encode(rows, list(range(len(rows["tokens"]))), tokenizer, max_length)
     return [dict(zip(cols, v, strict=True)) for v in zip(*cols.values(), strict=True)]
 
@@ -200,11 +200,11 @@ def test_bad_conll_input(tmp_path, tokenizer):
     with pytest.raises(UserError, match="has no sentences"):
         NER().read_file(empty)
     task = NER()
-    task.setup({"tokens": [["a"]], "tags": [["B-PER"]]})
+    task.setup([{"tokens": [["a"]], "tags": [["B-PER"]]}])
     with pytest.raises(UserError, match="tag 'B-LOC' is not in the label set"):
         task.encode({"tokens": [["x"]], "tags": [["B-LOC"]]}, [0], tokenizer, 16)
     lenient = NER(unknown_tag="O")
-    lenient.setup({"tokens": [["a"]], "tags": [["B-PER"]]})
+    lenient.setup([{"tokens": [["a"]], "tags": [["B-PER"]]}])
     out = lenient.encode({"tokens": [["x"]], "tags": [["B-LOC"]]}, [0], tokenizer, 16)
     assert [y for y in out["labels"][0] if y >= 0] == [0]  # mapped to O
 

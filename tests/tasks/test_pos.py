@@ -21,7 +21,7 @@ def test_reads_the_pos_column_and_learns_the_tag_set():
     # the dev split's first words: CRICKET NNP, - :, LEICESTERSHIRE NNP
     assert rows["tokens"][0][:3] == ["CRICKET", "-", "LEICESTERSHIRE"]
     assert rows["tags"][0][:3] == ["NNP", ":", "NNP"]
-    task.setup(rows)
+    task.setup([rows])
     assert task.labels == sorted(task.labels) and {"NNP", "VBD", "."} <= set(task.labels)
     assert "O" not in task.labels and not any(t.startswith("B-") for t in task.labels)
 
@@ -38,7 +38,7 @@ def test_word_accuracy_counts_each_word_once_from_its_most_central_window():
 
 def test_an_unseen_tag_is_a_one_line_error():
     task = POS()
-    task.setup({"tokens": [["a", "b"]], "tags": [["DT", "NN"]]})
+    task.setup([{"tokens": [["a", "b"]], "tags": [["DT", "NN"]]}])
     with pytest.raises(UserError, match="tag 'VB' is not in the label set") as e:
         task._tag_ids(["DT", "VB"])
     assert "\n" not in str(e.value)
