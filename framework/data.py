@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,8 @@ from framework.errors import UserError
 from framework.prepared import (
     FORMAT_VERSION,
     Staging,
+    encode_split,
+    feature_lengths,
     locked,
     open_split,
     prepared_dir,
@@ -40,7 +40,7 @@ from framework.sampling import (
     eval_batches,
     token_budget_batches,
 )
-from framework.sources import Sources, check_column_types, iter_rows
+from framework.sources import Sources, check_column_types, iter_rows, warn_empty_texts
 from framework.task import Task
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class DataModule(L.LightningDataModule):
     Local files: ``path`` is a directory and ``train_file``/``val_file``/``test_file`` name files in
     it (``test_file=None``: no test split), read as ``format`` (None: from each file's suffix;
     the task may add formats of its own, e.g. CoNLL columns). Hub: ``hub_id`` (+ ``hub_config``)
-    and ``hub_splits`` mapping train/val/test to the data set's split names.
+    and ``hub_splits`` mapping train/val/test to the data set's split names; ``hub_data_files``:
+    files (paths or fsspec URLs) for a ``datasets`` builder (``hub_id=parquet``, ``json``...).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class DataModule(L.LightningDataModule):
         hub_id: str | None = None,
         hub_config: str | None = None,
         hub_splits: dict[str, str | None] | None = None,
+        hub_data_files: dict[str, Any] | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         max_length: int = 128,
@@ -113,18 +115,10 @@ class DataModule(L.LightningDataModule):
         self.format = format
         self.columns = list(columns) if columns is not None else None
         self.quoting = quoting
-        self.sources = Sources(
-            task,
-            path,
-            {"train": train_file, "val": val_file, "test": test_file},
-            format,
-            self.columns,
-            quoting,
-            hub_id,
-            hub_config,
-            dict(hub_splits or {"train": "train", "val": "validation"}),
-            self.cache_dir,
-        )
+        files = {"train": train_file, "val": val_file, "test": test_file}
+        hub_splits = dict(hub_splits or {"train": "train", "val": "validation"})
+        self.sources = Sources(task, path, files, format, self.columns, quoting, hub_id,
+                               hub_config, hub_splits, self.cache_dir, hub_data_files)  # fmt: skip
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_length = max_length
@@ -158,10 +152,11 @@ class DataModule(L.LightningDataModule):
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def _read(self) -> dict[str, Dataset]:
-        if self._raw is None:
-            self._raw = self.sources.read()
-        return self._raw
+    def _read(self, splits: Iterable[str]) -> dict[str, Dataset]:
+        """The raw rows of ``splits`` (those the source has), each read once (memory-mapped)."""
+        self._raw = self._raw or {}
+        self._raw.update(self.sources.read([s for s in splits if s not in self._raw]))
+        return {s: self._raw[s] for s in splits if s in self._raw}
 
     def _drop_raw(self) -> None:
         """Forget the raw splits and remove their Arrow files (the prepared ones stay)."""
@@ -171,7 +166,7 @@ class DataModule(L.LightningDataModule):
     def raw_chunks(self, split: str) -> Iterator[dict[str, list]]:
         """The rows of ``split`` as read, before any encoding: column-major chunks of at most
         ``CHUNK_ROWS`` rows (never the whole split in memory)."""
-        raw = self._read()
+        raw = self._read([split])
         if split not in raw:
             raise UserError(f"no {split} split: set data.{split}_file (or data.hub_splits)")
         return iter_rows(raw[split], CHUNK_ROWS)
@@ -226,13 +221,11 @@ class DataModule(L.LightningDataModule):
         return folder, manifest
 
     def _prepare(self, folder: Path, key: str, inputs: dict, fit: bool) -> dict[str, Any]:
-        raw = self._read()
-        if not fit:
-            raw = {s: v for s, v in raw.items() if s != "train"}
+        raw = self._read(list(inputs["sources"]))  # fit=False: no train split
         for split, ds in raw.items():
             self.task.check_columns(ds.column_names, split)
             check_column_types(self.task, ds, split, self.sources.where(split))
-            _warn_empty_texts(self.task, split, ds)
+            warn_empty_texts(self.task, split, ds)
         self.task.use_tokenizer(self.tokenizer)  # e.g. MLM: special token ids, vocabulary size
         if fit:
             self.task.setup(iter_rows(raw["train"], CHUNK_ROWS))
@@ -244,36 +237,14 @@ class DataModule(L.LightningDataModule):
                 f"task {self.task.name!r}: state_dict() must return JSON values (lists, str, "
                 f"numbers) to be stored with prepared data ({e})"
             ) from None
-        splits, self.prepared_here = {}, True
+        self.prepared_here = True
+        encode = partial(self.task.encode, tokenizer=self.tokenizer, max_length=self.max_length)
         with Staging(folder) as stage:
+            splits = {}
             for split, ds in raw.items():
-                ds, start = self._subset(ds, split), time.perf_counter()
-                encoded = ds.map(
-                    partial(self.task.encode, tokenizer=self.tokenizer, max_length=self.max_length),
-                    batched=True,
-                    with_indices=True,  # row ids: a task may split a row and rejoin it
-                    remove_columns=ds.column_names,
-                    cache_file_name=str(stage.tmp / f"{split}.arrow"),
-                    load_from_cache_file=False,
-                    # worker processes when each gets at least two rows
-                    num_proc=self.num_proc if 1 < self.num_proc <= len(ds) // 2 else None,
-                    desc=f"encoding {split}",
-                )
-                if len(encoded) == 0:
-                    raise UserError(f"the {split} split has no text to train or evaluate on")
-                seconds, tokens = time.perf_counter() - start, int(feature_lengths(encoded).sum())
-                files = [Path(f["filename"]).name for f in encoded.cache_files]
-                splits[split] = {
-                    "rows": len(encoded), "source_rows": len(ds), "tokens": tokens,
-                    "seconds": round(seconds, 3),
-                    "files": {n: (stage.tmp / n).stat().st_size for n in files},
-                }  # fmt: skip
-                del encoded  # the Arrow files are complete
-                print(
-                    f"prepared {split}: {len(ds)} rows, {tokens} tokens in {seconds:.1f} s "
-                    f"({len(ds) / seconds:.0f} rows/s, {tokens / seconds:.0f} tokens/s)",
-                    file=sys.stderr,
-                )
+                fp = fingerprint(key, split)
+                ds = self._subset(ds, split)
+                splits[split] = encode_split(ds, split, encode, stage.tmp, self.num_proc, fp)
             manifest = {
                 "format_version": FORMAT_VERSION, "key": key, "inputs": inputs,
                 "task_state": task_state, "splits": splits,
@@ -313,15 +284,15 @@ class DataModule(L.LightningDataModule):
         for split in manifest["splits"]:
             self.splits[split] = open_split(folder, manifest, split)
             if self.task.packs_rows:  # packed rows: how full they are
-                real, rows = int(self.lengths(split).sum()), len(self.splits[split])
+                real, rows = manifest["splits"][split]["tokens"], len(self.splits[split])
                 msg = f"{split}: {rows} packed rows, {real} tokens, "
                 log.info(msg + f"packing efficiency {real / (rows * self.max_length):.3f} "
                          "(real tokens / slots)")  # fmt: skip
                 self.packing_efficiency[split] = real / (rows * self.max_length)
         if self._keeps_rows():
             # raw fields a task's decode or metrics read (QA contexts): the evaluation splits' rows
-            raw = self._read()
-            for split in self.splits.keys() - {"train"}:
+            raw = self._read(sorted(self.splits.keys() - {"train"}))
+            for split in raw:
                 self.task.keep_rows(split, self._subset(raw[split], split).to_dict())
         self._drop_raw()
 
@@ -368,7 +339,8 @@ class DataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed)
         if split == "train":
             sampler = TrainBatchSampler(
-                self.lengths(split),
+                # lengths only where the batching reads them: else the count (nothing per row)
+                self.lengths(split) if self.length_grouping or self.max_tokens else len(features),
                 self.batch_size,
                 seed=self.seed,
                 group_by_length=self.length_grouping,
@@ -479,40 +451,3 @@ class DataModule(L.LightningDataModule):
     @property
     def has_test(self) -> bool:
         return "test" in self.splits
-
-
-def feature_lengths(features: Dataset | list[dict[str, Any]]) -> np.ndarray:
-    """``len(input_ids)`` of each example: for a ``Dataset`` from its Arrow list offsets."""
-    if isinstance(features, list):
-        return np.array([len(f["input_ids"]) for f in features], dtype=np.int64)
-    import pyarrow.compute as pc
-
-    column = features.data.column("input_ids")
-    if features._indices is not None:  # a selection of the table's rows
-        column = column.take(features._indices.column(0))
-    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _warn_empty_texts(task: Task, split: str, ds: Dataset) -> None:
-    """A warning on stderr (training goes on) when texts of ``split`` are empty: each trains or
-    is scored as an input with no words, which is rarely what the file meant."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    empty, first, offset = 0, None, 0
-    for chunk in iter_rows(ds, CHUNK_ROWS):
-        n = len(next(iter(chunk.values()), []))
-        try:
-            texts = task.tokenizer_texts(chunk)
-        except UserError:  # a task without plain texts (QA, multiple choice)
-            return
-        rows = sorted({i % n for i, t in enumerate(texts) if not t.strip()}) if n else []
-        empty += sum(not t.strip() for t in texts)
-        if rows and first is None:
-            first = offset + rows[0] + 1
-        offset += n
-    if empty and rank_zero_only.rank == 0:
-        print(
-            f"warning: {empty} of the {split} split's texts are empty (first: row {first}); "
-            "they are kept as inputs without words: drop or fill those rows if that is wrong",
-            file=sys.stderr,
-        )

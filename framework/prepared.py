@@ -20,13 +20,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from framework.errors import UserError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -194,3 +200,50 @@ def wait_for(folder: Path, timeout: float, preparer: str) -> None:
                 "log, raise data.prepare_timeout, or prepare first with python -m framework.prepare"
             )
         time.sleep(0.5)
+
+
+def encode_split(
+    ds, split: str, encode, folder: Path, num_proc: int, fingerprint: str
+) -> dict[str, Any]:
+    """Encode the rows ``ds`` of ``split`` (``datasets.Dataset.map`` of the task's ``encode``,
+    batched, with row ids) into Arrow files in ``folder``; the split's manifest entry (rows,
+    tokens, seconds, files and sizes). ``fingerprint``: the new dataset's (given, so that
+    ``datasets`` does not hash the tokenizer inside ``encode`` on every call: a fixed cost)."""
+    start = time.perf_counter()
+    encoded = ds.map(
+        encode,
+        batched=True,
+        with_indices=True,  # row ids: a task may split a row and rejoin it
+        remove_columns=ds.column_names,
+        cache_file_name=str(folder / f"{split}.arrow"),
+        load_from_cache_file=False,
+        new_fingerprint=fingerprint,
+        # worker processes when each gets at least two rows
+        num_proc=num_proc if 1 < num_proc <= len(ds) // 2 else None,
+        desc=f"encoding {split}",
+    )
+    if len(encoded) == 0:
+        raise UserError(f"the {split} split has no text to train or evaluate on")
+    seconds, tokens = time.perf_counter() - start, int(feature_lengths(encoded).sum())
+    files = [Path(f["filename"]).name for f in encoded.cache_files]
+    print(
+        f"prepared {split}: {len(ds)} rows, {tokens} tokens in {seconds:.1f} s "
+        f"({len(ds) / seconds:.0f} rows/s, {tokens / seconds:.0f} tokens/s)",
+        file=sys.stderr,
+    )
+    return {
+        "rows": len(encoded), "source_rows": len(ds), "tokens": tokens,
+        "seconds": round(seconds, 3), "files": {n: (folder / n).stat().st_size for n in files},
+    }  # fmt: skip
+
+
+def feature_lengths(features: Dataset | list[dict[str, Any]]) -> np.ndarray:
+    """``len(input_ids)`` of each example: for a ``Dataset`` from its Arrow list offsets."""
+    if isinstance(features, list):
+        return np.array([len(f["input_ids"]) for f in features], dtype=np.int64)
+    import pyarrow.compute as pc
+
+    column = features.data.column("input_ids")
+    if features._indices is not None:  # a selection of the table's rows
+        column = column.take(features._indices.column(0))
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -9,6 +9,7 @@ import csv
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
 
@@ -297,17 +298,29 @@ def to_dataset(rows: dict[str, list], file: Path) -> Dataset:
         ) from None
 
 
-def read_hub_split(hub_id: str, hub_config: str | None, split: str, name: str) -> Dataset:
+def read_hub_split(
+    hub_id: str,
+    hub_config: str | None,
+    split: str,
+    name: str,
+    data_files: dict[str, Any] | None = None,
+) -> Dataset:
     """Split ``name`` of a Hugging Face hub data set (the cache, or the network once), with
-    ``ClassLabel`` ids turned into their names."""
+    ``ClassLabel`` ids turned into their names. ``data_files``: split name -> file(s) for a
+    ``datasets`` builder (``hub_id`` ``parquet``, ``json``, ``csv``, ``text``): local paths,
+    globs or fsspec URLs (``https://``, ``hf://``, ``s3://`` with s3fs installed), read by
+    ``datasets`` into its Arrow cache and memory-mapped."""
     from datasets import load_dataset
 
+    where = "from the Hugging Face Hub" if not data_files else f"from {data_files.get(name)}"
     try:
-        ds = load_dataset(hub_id, hub_config, split=name)
+        extra = {"data_files": data_files} if data_files else {}
+        ds = load_dataset(hub_id, hub_config, split=name, **extra)
     except Exception as e:
         raise UserError(
-            f"cannot load {hub_id!r} ({hub_config}) split {name!r} from the Hugging Face Hub "
-            f"({type(e).__name__}); without network use data.path=DIR"
+            f"cannot load {hub_id!r} ({hub_config}) split {name!r} {where} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+            "without network use data.path=DIR"
         ) from e
     if len(ds) == 0:
         raise UserError(f"the {split} split ({name}) of {hub_id} is empty")

@@ -88,6 +88,43 @@ def length_grouped_order(
     return order
 
 
+# Above this many examples an epoch's order is computed batch by batch (``lazy_permutation``)
+# instead of held as an array (8 bytes per example: 10^9 examples would be 8 GB per process).
+# At or below it the order is torch.randperm's, so the batches of every data set of today's
+# size are unchanged.
+LAZY_ROWS = 1 << 26
+
+
+def lazy_permutation(positions: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Where a seeded permutation of ``0..n-1`` sends each of ``positions``, computed for those
+    positions alone (O(len(positions)) memory, whatever ``n``): a 6-round Feistel network over
+    the smallest even number of bits that holds ``n``, cycle-walked back into ``0..n-1`` (a
+    value >= n is encrypted again; the domain is under 4n, so few walks). A bijection for every
+    ``n`` and ``seed``, as Megatron-LM and MosaicML streaming need for corpora whose index
+    arrays would not fit. Written here because neither numpy nor torch has a seekable
+    permutation."""
+    bits = max(2, (int(n - 1).bit_length() + 1) // 2 * 2)
+    half, mask = bits // 2, np.uint64((1 << (bits // 2)) - 1)
+    keys = np.random.default_rng(seed).integers(0, 1 << 62, size=6, dtype=np.uint64)
+    c1, c2, s = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33)
+
+    def encrypt(x: np.ndarray) -> np.ndarray:
+        left, right = x >> np.uint64(half), x & mask
+        for key in keys:  # round function: murmur3's 64-bit finaliser of right + key
+            z = right + key
+            z = (z ^ (z >> s)) * c1
+            z = (z ^ (z >> s)) * c2
+            left, right = right, left ^ ((z ^ (z >> s)) & mask)
+        return (left << np.uint64(half)) | right
+
+    out = encrypt(np.asarray(positions, dtype=np.uint64))
+    walk = out >= n
+    while walk.any():
+        out[walk] = encrypt(out[walk])
+        walk = out >= n
+    return out.astype(np.int64)
+
+
 class TrainBatchSampler(Sampler[list[int]]):
     """Training batches of a seeded order per epoch, split across processes, resumable in O(1).
 
@@ -101,13 +138,17 @@ class TrainBatchSampler(Sampler[list[int]]):
     varying size, similar lengths inside each; every epoch shuffles their order (seeded by
     ``seed + epoch``) and deals whole batches round-robin to the processes.
 
+    ``lengths`` may be the number of examples instead, when neither length grouping nor a token
+    budget needs their lengths; above ``LAZY_ROWS`` examples the plain order is then computed
+    batch by batch (``lazy_permutation``): nothing per example is held.
+
     Written here because torch's ``DistributedSampler`` and transformers' length-grouped samplers
     neither deal global batches this way nor skip to a position inside an epoch.
     """
 
     def __init__(
         self,
-        lengths: Sequence[int] | np.ndarray,
+        lengths: Sequence[int] | np.ndarray | int,
         batch_size: int,
         seed: int = 0,
         group_by_length: bool = False,
@@ -116,7 +157,13 @@ class TrainBatchSampler(Sampler[list[int]]):
         max_tokens: int | None = None,
     ) -> None:
         # lengths and orders are arrays: no Python int per example (a corpus of 10^8 rows)
-        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if isinstance(lengths, int):
+            if group_by_length or max_tokens:
+                raise ValueError("length grouping and token budgets need the examples' lengths")
+            self.lengths, self.n = None, lengths
+        else:
+            self.lengths = np.asarray(lengths, dtype=np.int64)
+            self.n = len(self.lengths)
         self.batch_size, self.seed = batch_size, seed
         self.budget = token_budget_batches(lengths, max_tokens, seed) if max_tokens else None
         self.group_by_length = group_by_length
@@ -134,7 +181,7 @@ class TrainBatchSampler(Sampler[list[int]]):
     def order(self, epoch: int) -> np.ndarray:
         """This process's examples of ``epoch``, in order."""
         g = torch.Generator().manual_seed(self.seed + epoch)
-        n, world = len(self.lengths), self.num_replicas
+        n, world = self.n, self.num_replicas
         if self.group_by_length:
             order = length_grouped_order(self.lengths, self.batch_size * world, g)
         else:
@@ -146,8 +193,16 @@ class TrainBatchSampler(Sampler[list[int]]):
     def batches(self, epoch: int, start: int = 0):
         """This process's batches of ``epoch`` from batch ``start`` on, in order (an iterator
         of lists of example indices)."""
+        size, world = self.batch_size, self.num_replicas
+        if self.budget is None and self.lengths is None and self.n > LAZY_ROWS:
+            per_rank = -(-self.n // world)  # as order(): every process as many, wrapping around
+            for b in range(start, len(self)):
+                mine = np.arange(b * size, min((b + 1) * size, per_rank), dtype=np.int64)
+                yield lazy_permutation((mine * world + self.rank) % self.n, self.n,
+                                       self.seed + epoch).tolist()  # fmt: skip
+            return
         if self.budget is None:
-            mine, size = self.order(epoch), self.batch_size
+            mine = self.order(epoch)
             for b in range(start, len(self)):
                 yield mine[b * size : (b + 1) * size].tolist()
             return
@@ -161,7 +216,7 @@ class TrainBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         if self.budget is not None:
             return -(-len(self.budget) // self.num_replicas)
-        return batches_per_rank(len(self.lengths), self.num_replicas, self.batch_size)
+        return batches_per_rank(self.n, self.num_replicas, self.batch_size)
 
     def __iter__(self):
         epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch

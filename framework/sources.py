@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
 
 from framework.errors import UserError
-from framework.readers import to_dataset
+from framework.readers import CHUNK_ROWS, to_dataset
 
 
 class _Wider(Exception):
@@ -143,6 +145,31 @@ def check_column_types(task, ds: Dataset, split: str, where: str) -> None:
             )
 
 
+def warn_empty_texts(task, split: str, ds: Dataset) -> None:
+    """A warning on stderr (training goes on) when texts of ``split`` are empty: each trains or
+    is scored as an input with no words, which is rarely what the file meant."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    empty, first, offset = 0, None, 0
+    for chunk in iter_rows(ds, CHUNK_ROWS):
+        n = len(next(iter(chunk.values()), []))
+        try:
+            texts = task.tokenizer_texts(chunk)
+        except UserError:  # a task without plain texts (QA, multiple choice)
+            return
+        rows = sorted({i % n for i, t in enumerate(texts) if not t.strip()}) if n else []
+        empty += sum(not t.strip() for t in texts)
+        if rows and first is None:
+            first = offset + rows[0] + 1
+        offset += n
+    if empty and rank_zero_only.rank == 0:
+        print(
+            f"warning: {empty} of the {split} split's texts are empty (first: row {first}); "
+            "they are kept as inputs without words: drop or fill those rows if that is wrong",
+            file=sys.stderr,
+        )
+
+
 class ReadFolder:
     """A temporary folder for one data module's raw Arrow files (``CACHE/sources/.read-*``),
     removed by ``drop`` (after preparing), when the module is collected, or at exit. The files
@@ -183,6 +210,7 @@ class Sources:
         hub_config: str | None,
         hub_splits: dict[str, str | None],
         cache_dir: Path,
+        hub_data_files: dict[str, Any] | None = None,
     ) -> None:
         from framework.readers import TABLE_FORMATS
 
@@ -197,6 +225,7 @@ class Sources:
         self.task, self.path, self.files = task, path, files
         self.format, self.columns, self.quoting = format, columns, quoting
         self.hub_id, self.hub_config, self.hub_splits = hub_id, hub_config, hub_splits
+        self.hub_data_files = hub_data_files
         self.cache_dir = cache_dir
         self._folder: ReadFolder | None = None
         self._hub: dict[str, Dataset] | None = None
@@ -222,18 +251,18 @@ class Sources:
                 out[split] = [str(file.resolve()), st.st_size, st.st_mtime_ns]
         return out
 
-    def read(self) -> dict[str, Dataset]:
-        """split -> its rows, memory-mapped."""
+    def read(self, splits: Iterable[str]) -> dict[str, Dataset]:
+        """split -> its rows, memory-mapped, for each of ``splits`` this source has."""
+        have = self.keys()
         if self.path is None:
-            self._hub = self._hub or self._read_hub()
-            return dict(self._hub)
-        return {s: self.read_split(Path(self.path) / self.files[s], s) for s in self.keys()}
+            return {s: self._hub[s] for s in splits if s in have}
+        return {s: self.read_split(Path(self.path) / self.files[s], s) for s in splits if s in have}
 
     def _read_hub(self) -> dict[str, Dataset]:
         from framework.readers import read_hub_split
 
         return {
-            split: read_hub_split(self.hub_id, self.hub_config, split, name)
+            split: read_hub_split(self.hub_id, self.hub_config, split, name, self.hub_data_files)
             for split, name in self.hub_splits.items()
             if name is not None
         }

@@ -81,6 +81,25 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], str]] = {
         ("data.train_file=train.jsonl",),
         "column 'label' mixes value types",
     ),
+    "JSON list where a text is read": (
+        {
+            "train.jsonl": _jsonl(
+                {"text": ["good", "film"], "label": "positive"},
+                {"text": ["bad"], "label": "negative"},
+            )
+        },
+        ("data.train_file=train.jsonl",),
+        "train.jsonl: column 'text' holds list<item: string> values where task 'classification' "
+        "reads one text or number per row",
+    ),
+    "JSON text where NER reads a word list": (
+        {
+            "train.jsonl": _jsonl({"tokens": "Peter said", "tags": ["B-PER", "O"]}),
+            "dev.jsonl": GOOD_NER_JSON,
+        },
+        NER_JSON,
+        "train.jsonl: column 'tokens' holds string values where task 'ner' reads a list of texts",
+    ),
     "duplicated task.labels": (
         {},
         ("task.labels=[negative,positive,negative]",),

@@ -202,3 +202,50 @@ def test_numbers_where_a_text_is_read_are_read_as_text(tmp_path, tokenizer):
                     val_file="dev.parquet", cache_dir=str(tmp_path / "cache"))  # fmt: skip
     dm.setup_data()
     assert dm.task.labels == ["0.5", "1.5"] and len(dm.splits["train"]) == 4
+
+
+def test_files_read_through_a_datasets_builder_give_the_features_of_local_files(
+    tmp_path, tokenizer, monkeypatch
+):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    csv = "text,label\n" + "".join(f"text number {i},{'ab'[i % 2]}\n" for i in range(12))
+    (tmp_path / "train.csv").write_text(csv)
+    (tmp_path / "dev.csv").write_text(csv)
+    local = DataModule(Classification(), tokenizer, path=str(tmp_path),
+                       cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    files = {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "dev.csv")}
+    remote = DataModule(Classification(), tokenizer, hub_id="csv", hub_data_files=files,
+                        cache_dir=str(tmp_path / "cache2"))  # fmt: skip
+    local.setup_data(), remote.setup_data()
+    assert remote.splits["train"].to_list() == local.splits["train"].to_list()
+    assert remote.task.labels == ["a", "b"]
+    missing = DataModule(Classification(), tokenizer, hub_id="csv", cache_dir=str(tmp_path / "c3"),
+                         hub_data_files={"train": str(tmp_path / "nope.csv")})  # fmt: skip
+    with pytest.raises(UserError, match=r"cannot load 'csv' \(None\) split 'train' from .*nope"):
+        missing.setup_data()
+
+
+class _Keeping(Classification):
+    def keep_rows(self, split, rows):
+        self.kept = {**getattr(self, "kept", {}), split: rows["text"]}
+
+
+def test_a_task_that_keeps_rows_reads_only_the_evaluation_files_of_prepared_data(
+    tmp_path, tokenizer, monkeypatch
+):
+    (tmp_path / "train.csv").write_text("text,label\na b,x\nc,y\n")
+    (tmp_path / "dev.csv").write_text("text,label\nd,x\n")
+
+    def dm():
+        return DataModule(_Keeping(), tokenizer, path=str(tmp_path),
+                          cache_dir=str(tmp_path / "cache"))  # fmt: skip
+
+    dm().setup_data()  # prepares
+    read, real = [], Sources.read_split
+    monkeypatch.setattr(Sources, "read_split", lambda s, f, split: read.append(f.name)
+                        or real(s, f, split))  # fmt: skip
+    again = dm()
+    again.setup_data()
+    assert read == ["dev.csv"] and again.task.kept == {"val": ["d"]}
