@@ -16,7 +16,11 @@ from the prepared data, its anonymous RSS (``RssAnon``, /proc, polled every 20 m
 Arrow pages are file-backed and not in it) and ``ru_maxrss`` (``os.wait4``), and its time from
 process start to the first training batch (a callback added with ``+callbacks.first_step``).
 
-    python bench/data_scale.py [--cases pretrain finetune] [--workdir DIR]
+    python bench/data_scale.py [--cases pretrain finetune] [--workdir DIR] [--ddp]
+
+``--ddp`` adds ``trainer=ddp_sim`` (2 processes) fine-tuning on SST-2 x1 and x15 from
+unprepared data (a fresh cache each): the peak RssAnon of each process (rank 0 prepares, rank 1
+waits and maps) and how many times the train split was encoded.
 
 The data sets are read from ``../shared/data`` (or ``$TASKLIGHT_SHARED_DATA``).
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -94,6 +99,7 @@ def run(cmd: list[str], env: dict) -> dict:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     peak = {"RssAnon": 0, "VmRSS": 0}
+    others: dict[int, int] = {}  # pid -> peak RssAnon (kB) of the processes it started (DDP)
     out_chunks: list[str] = []
     reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()))
     err_chunks: list[str] = []
@@ -111,6 +117,8 @@ def run(cmd: list[str], env: dict) -> dict:
                     peak[name] = max(peak[name], int(value.split()[0]))
         except (FileNotFoundError, ProcessLookupError, ValueError):
             pass
+        for child in _children(proc.pid):
+            others[child] = max(others.get(child, 0), _rss_anon_kb(child))
         time.sleep(0.02)
     reader.join(), err_reader.join()
     seconds = time.time() - start
@@ -121,8 +129,50 @@ def run(cmd: list[str], env: dict) -> dict:
         "rss_anon_mib": round(peak["RssAnon"] / 1024, 1),
         "vm_rss_mib": round(peak["VmRSS"] / 1024, 1),
         "ru_maxrss_mib": round(usage.ru_maxrss / 1024, 1),
+        "children_rss_anon_mib": [round(others[p] / 1024, 1) for p in sorted(others)],
         "stdout": out_chunks[0], "stderr": err_chunks[0],
     }  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes ``pid`` started (DDP ranks > 0 under Lightning's launcher)."""
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _rss_anon_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return 0
+
+
+def ddp_scale(case: dict, scale: int, work: Path) -> dict:
+    """``trainer=ddp_sim`` (2 processes) on unprepared data (a fresh cache): rank 0 prepares,
+    rank 1 waits and maps; each process's peak RssAnon, and how many times a split was encoded."""
+    data = scaled(case, scale, work)
+    cache = work / f"cache_ddp_x{scale}"
+    shutil.rmtree(cache, ignore_errors=True)
+    overrides = [*case["overrides"], f"data.path={data}", f"data.cache_dir={cache}", *COMMON,
+                 "trainer=ddp_sim", f"hydra.run.dir={work / 'runs' / f'ddp_x{scale}'}",
+                 "overwrite=true"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    fit = run([sys.executable, "-m", "framework.train", *overrides], env)
+    out = {
+        "scale": scale, "encoded_train_splits": fit["stderr"].count("prepared train:"),
+        "rank0_rss_anon_mib": fit["rss_anon_mib"],
+        "rank1_rss_anon_mib": fit["children_rss_anon_mib"],
+        "wall_seconds": fit["seconds"],
+    }  # fmt: skip
+    print("ddp", json.dumps(out), flush=True)
+    return out
 
 
 def bare_tokenizer(tokenizer_dir: str, overrides: list[str]) -> dict:
@@ -205,8 +255,13 @@ def pretraining_tokenizer(work: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/tasklight_data_scale"))
+    ap.add_argument(
+        "--ddp",
+        action="store_true",
+        help="also fine-tune SST-2 x1/x15 under trainer=ddp_sim from unprepared data",
+    )
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     a.workdir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +280,9 @@ def main() -> None:
             "prepare_seconds_ratio": round(big["prepare_seconds"] / small["prepare_seconds"], 2),
             "tokens_ratio": round(big["train_tokens"] / small["train_tokens"], 2),
         }  # fmt: skip
+    if a.ddp:
+        small, big = (ddp_scale(CASES["finetune"], s, a.workdir) for s in (1, 15))
+        results["ddp_sim"] = {"x1": small, "x15": big}
     print(json.dumps({"threads": os.cpu_count(), "results": results}))
 
 
