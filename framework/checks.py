@@ -1,7 +1,8 @@
 """Checks of the composed config before a run reads or writes anything, each a one-line
 ``UserError``: the type of every value that becomes a constructor argument (``data.*``,
 ``optim.*``, ``seed``), keys added with ``+`` that no constructor takes, ``task.mode``, and a
-stopping rule that never stops.
+stopping rule that never stops; and the data module's argument values (``check_data_args``,
+for a ``DataModule`` built without a config too).
 
 The expected types are the constructors' own annotations (``DataModule.__init__``,
 ``TaskModule.__init__``): one source of truth, so a new option is checked without an edit here.
@@ -123,3 +124,39 @@ def _cli(value: Any) -> str:
 
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_data_args(
+    path: str | None,
+    hub_id: str | None,
+    batch_size: int,
+    eval_batch_size: int | None,
+    num_workers: int,
+    max_length: int,
+    max_tokens: int | None,
+    num_proc: int,
+) -> None:
+    """The data module's values that no run can use, each a one-line ``UserError``."""
+    if path is None and hub_id is None:
+        raise UserError("no data source: set data.path=DIR (local files) or data.hub_id")
+    if batch_size < 1:
+        raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
+    if eval_batch_size is not None and eval_batch_size < 1:
+        raise UserError(
+            f"data.eval_batch_size must be >= 1 (or null: data.batch_size), got {eval_batch_size}"
+        )
+    if num_workers < 0:
+        raise UserError(
+            f"data.num_workers must be >= 0 (0: load in the main process), got {num_workers}"
+        )
+    if max_length < 2:
+        raise UserError(
+            f"data.max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}"
+        )
+    if max_tokens is not None and max_tokens < max_length:
+        raise UserError(
+            f"data.max_tokens={max_tokens} is below data.max_length={max_length}: the "
+            "longest example would not fit in a batch; raise data.max_tokens"
+        )
+    if num_proc < 1:
+        raise UserError(f"data.num_proc must be >= 1 (tokenizing processes), got {num_proc}")

@@ -20,6 +20,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from framework.cache_keys import encoding_inputs, fingerprint
+from framework.checks import check_data_args
 from framework.errors import UserError
 from framework.prepared import (
     FORMAT_VERSION,
@@ -35,6 +36,7 @@ from framework.prepared import (
 )
 from framework.readers import CHUNK_ROWS
 from framework.sampling import (
+    EpochPosition,
     TrainBatchSampler,
     batches_per_rank,
     eval_batches,
@@ -88,28 +90,8 @@ class DataModule(L.LightningDataModule):
         prepare_timeout: float = 4 * 3600,
     ) -> None:
         super().__init__()
-        if path is None and hub_id is None:
-            raise UserError("no data source: set data.path=DIR (local files) or data.hub_id")
-        if batch_size < 1:
-            raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
-        if eval_batch_size is not None and eval_batch_size < 1:
-            raise UserError(
-                f"data.eval_batch_size must be >= 1 (or null: data.batch_size), got "
-                f"{eval_batch_size}"
-            )
-        if num_workers < 0:
-            raise UserError(
-                f"data.num_workers must be >= 0 (0: load in the main process), got {num_workers}"
-            )
-        if max_length < 2:
-            raise UserError(
-                f"data.max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}"
-            )
-        if max_tokens is not None and max_tokens < max_length:
-            raise UserError(
-                f"data.max_tokens={max_tokens} is below data.max_length={max_length}: the "
-                "longest example would not fit in a batch; raise data.max_tokens"
-            )
+        check_data_args(path, hub_id, batch_size, eval_batch_size, num_workers, max_length,
+                        max_tokens, num_proc)  # fmt: skip
         self.task, self.tokenizer = task, tokenizer
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "tasklight")
         self.format = format
@@ -130,8 +112,6 @@ class DataModule(L.LightningDataModule):
         self.seed, self.num_workers = seed, num_workers
         self.length_grouping = length_grouping
         self.max_tokens = max_tokens
-        if num_proc < 1:
-            raise UserError(f"data.num_proc must be >= 1 (tokenizing processes), got {num_proc}")
         self.num_proc, self.prepare_per_node = num_proc, prepare_per_node
         self.prepare_timeout = prepare_timeout
         self.prepared_here = False  # whether this process tokenized the data (else mapped it)
@@ -144,8 +124,7 @@ class DataModule(L.LightningDataModule):
         # The position inside the training epoch has one owner: this module. It saves the
         # sampler's progress in checkpoints (``state_dict``, Lightning's public datamodule hook)
         # and hands a restored one to the next training loader's sampler (``load_state_dict``).
-        self._train_sampler: TrainBatchSampler | None = None
-        self._resume_at: tuple[int, int] | None = None  # (epoch, batches trained)
+        self.position = EpochPosition()
         # Raw splits (memory-mapped) read by ``raw_chunks`` (tokenizer training) before
         # ``setup_data``: read once.
         self._raw: dict[str, Dataset] | None = None
@@ -336,7 +315,9 @@ class DataModule(L.LightningDataModule):
         collate = partial(self.task.collate, pad_id=pad_id)
         # The DataLoader's own generator: creating an iterator draws no number from the global RNG
         # (which a resumed run must find as it was saved).
-        generator = torch.Generator().manual_seed(self.seed)
+        common = {"collate_fn": collate, "num_workers": self.num_workers,
+                  "persistent_workers": self.num_workers > 0,
+                  "generator": torch.Generator().manual_seed(self.seed)}  # fmt: skip
         if split == "train":
             sampler = TrainBatchSampler(
                 # lengths only where the batching reads them: else the count (nothing per row)
@@ -351,16 +332,8 @@ class DataModule(L.LightningDataModule):
             if trainer is not None:  # the epoch Lightning is in
                 loops = trainer.fit_loop
                 sampler.epoch_fn = lambda: loops.epoch_progress.current.processed
-            sampler.resume_at, self._resume_at = self._resume_at, None
-            self._train_sampler = sampler
-            return DataLoader(
-                features,
-                batch_sampler=sampler,
-                collate_fn=collate,
-                num_workers=self.num_workers,
-                persistent_workers=self.num_workers > 0,
-                generator=generator,
-            )
+            self.position.attach(sampler)
+            return DataLoader(features, batch_sampler=sampler, **common)
         # Evaluation order does not change any metric: longest first, least padding.
         order = np.argsort(-self.lengths(split), kind="stable")  # stable: ties in file order
         if split == "predict":  # one process; Lightning wraps this loader's own batch sampler
@@ -372,14 +345,7 @@ class DataModule(L.LightningDataModule):
                 "needs at least one: use more examples (data.max_eval_samples) or fewer devices"
             )
         batches = eval_batches(len(features), self.eval_batch_size, world, rank)
-        return DataLoader(
-            features,
-            batch_sampler=[order[b].tolist() for b in batches],
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=generator,
-        )
+        return DataLoader(features, batch_sampler=[order[b].tolist() for b in batches], **common)
 
     def num_train_batches(self, world_size: int = 1) -> int:
         """Batches per epoch of each of ``world_size`` processes (as the training loader)."""
@@ -388,22 +354,15 @@ class DataModule(L.LightningDataModule):
             return -(-len(budget) // world_size)
         return batches_per_rank(len(self.splits["train"]), world_size, self.batch_size)
 
-    # -- position inside the training epoch (resume) -----------------------------------------
+    # -- position inside the training epoch (resume): ``framework.sampling.EpochPosition`` ----
 
     def batch_trained(self) -> None:
         """Count one trained batch (called by the module as each batch starts training; not when
         fetched: Lightning fetches one batch ahead)."""
-        if self._train_sampler is not None:
-            self._train_sampler.progress[1] += 1
+        self.position.batch_trained()
 
     def state_dict(self) -> dict[str, Any]:
-        if self._train_sampler is None:
-            return {}
-        epoch, batches = self._train_sampler.progress
-        return {
-            "train_position": {"epoch": epoch, "batches": batches},
-            "position_settings": self._position_settings(),
-        }
+        return self.position.state_dict(self._position_settings())
 
     def _position_settings(self) -> dict[str, Any]:
         """What decides which rows the first N batches of an epoch hold (the saved position)."""
@@ -416,24 +375,11 @@ class DataModule(L.LightningDataModule):
         }
 
     def check_resume(self, state: dict[str, Any]) -> None:
-        """A ``UserError`` when a checkpoint's position in the epoch (N batches trained) was
-        saved with settings that make other batches here: resuming would skip the wrong rows.
-        Checkpoints of older versions, without the settings, are not checked."""
-        saved = state.get("position_settings") or {}
-        now = self._position_settings()
-        differ = [f"{k} {saved[k]} there, {now[k]} here" for k in saved if saved[k] != now.get(k)]
-        if differ:
-            raise UserError(
-                f"the checkpoint's place in the epoch was saved with other data settings "
-                f"({'; '.join(differ)}): resume with the run's settings (its config.yaml), or "
-                "start a new run directory"
-            )
+        self.position.check(state, self._position_settings())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Called by Lightning on resume, before the training loader is built."""
-        position = state.get("train_position")
-        if position is not None:
-            self._resume_at = (position["epoch"], position["batches"])
+        self.position.load_state_dict(state)
 
     @property
     def _trainer(self):

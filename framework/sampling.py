@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,6 +124,55 @@ def lazy_permutation(positions: np.ndarray, n: int, seed: int) -> np.ndarray:
         out[walk] = encrypt(out[walk])
         walk = out >= n
     return out.astype(np.int64)
+
+
+class EpochPosition:
+    """The place inside the training epoch (epoch E, N batches trained) of the data module that
+    owns it: counted on the current training sampler, saved in checkpoints, handed to the next
+    sampler on resume, and checked against the settings that decide which rows N batches hold."""
+
+    def __init__(self) -> None:
+        self.sampler: TrainBatchSampler | None = None
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches trained), restored
+
+    def attach(self, sampler: TrainBatchSampler) -> None:
+        """The new training loader's sampler: it starts at a restored position, once."""
+        sampler.resume_at, self.resume_at = self.resume_at, None
+        self.sampler = sampler
+
+    def batch_trained(self) -> None:
+        if self.sampler is not None:
+            self.sampler.progress[1] += 1
+
+    def state_dict(self, settings: dict[str, Any]) -> dict[str, Any]:
+        if self.sampler is None:
+            return {}
+        epoch, batches = self.sampler.progress
+        return {
+            "train_position": {"epoch": epoch, "batches": batches},
+            "position_settings": settings,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        position = state.get("train_position")
+        if position is not None:
+            self.resume_at = (position["epoch"], position["batches"])
+
+    @staticmethod
+    def check(state: dict[str, Any], now: dict[str, Any]) -> None:
+        """A ``UserError`` when a checkpoint's position (N batches trained) was saved with
+        settings that make other batches here: resuming would skip the wrong rows. Checkpoints
+        of older versions, without the settings, are not checked."""
+        from framework.errors import UserError
+
+        saved = state.get("position_settings") or {}
+        differ = [f"{k} {saved[k]} there, {now[k]} here" for k in saved if saved[k] != now.get(k)]
+        if differ:
+            raise UserError(
+                f"the checkpoint's place in the epoch was saved with other data settings "
+                f"({'; '.join(differ)}): resume with the run's settings (its config.yaml), or "
+                "start a new run directory"
+            )
 
 
 class TrainBatchSampler(Sampler[list[int]]):
