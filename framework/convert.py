@@ -1,9 +1,9 @@
 """Hugging Face BERT-family checkpoints <-> ``framework.encoder``: configs and state dicts.
 
 The encoder's weights follow ``BertModel``'s layout except that each layer's query, key and value
-projections are one fused ``qkv`` Linear. BERT, MiniLM, ELECTRA (discriminator) and RoBERTa
-use BERT's names (RoBERTa's positions start after the padding index: ``position_offset``);
-DistilBERT's names and config keys are mapped to BERT's first. Exports are always BERT-layout.
+projections are one fused ``qkv`` Linear. What differs by family (config names, key prefix, a
+family's own key names, RoBERTa's ``position_offset``) is declared by its module in
+``framework.families``. Exports are always BERT-layout.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from framework.encoder import EncoderConfig
+from framework.families import get_family
 
 _HF_LAYER = "encoder.layer.{i}."
 _RENAMES = {  # ours -> Hugging Face, per layer (q/k/v handled separately: they are fused here)
@@ -22,44 +23,10 @@ _RENAMES = {  # ours -> Hugging Face, per layer (q/k/v handled separately: they 
 }
 
 
-FAMILIES = ("bert", "roberta", "distilbert", "electra")
-_DISTILBERT_CONFIG = {  # DistilBERT config.json -> BERT's names
-    "dim": "hidden_size",
-    "n_layers": "num_hidden_layers",
-    "n_heads": "num_attention_heads",
-    "hidden_dim": "intermediate_size",
-    "activation": "hidden_act",
-    "dropout": "hidden_dropout_prob",
-}
-
-
 def config_from_hf(hf: dict) -> EncoderConfig:
-    """An ``EncoderConfig`` from a Hugging Face ``config.json`` dict of a BERT, RoBERTa,
-    DistilBERT or ELECTRA (discriminator) model."""
-    family = hf.get("model_type", "bert")
-    if family == "distilbert":
-        # BERT's fields under other names; no segments (one all-zero type vector) and a
-        # LayerNorm eps fixed in DistilBERT's code.
-        hf = {_DISTILBERT_CONFIG.get(k, k): v for k, v in hf.items()}
-        hf.update(type_vocab_size=1, layer_norm_eps=1e-12)
-    pad_token_id = hf.get("pad_token_id") or 0
-    embedding_size = hf.get("embedding_size") if family == "electra" else None
-    return EncoderConfig(
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=hf["num_attention_heads"],
-        intermediate_size=hf["intermediate_size"],
-        max_position_embeddings=hf.get("max_position_embeddings", 512),
-        type_vocab_size=hf.get("type_vocab_size", 2),
-        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-        hidden_act=hf.get("hidden_act", "gelu"),
-        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-        pad_token_id=pad_token_id,
-        initializer_range=hf.get("initializer_range", 0.02),
-        position_offset=pad_token_id + 1 if family == "roberta" else 0,
-        embedding_size=None if embedding_size == hf["hidden_size"] else embedding_size,
-    )
+    """An ``EncoderConfig`` from a Hugging Face ``config.json`` dict of a registered family
+    (``framework.families``; no ``model_type``: BERT)."""
+    return EncoderConfig(**get_family(hf.get("model_type", "bert")).encoder_config(hf))
 
 
 def config_to_hf(cfg: EncoderConfig) -> dict:
@@ -89,45 +56,20 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
     }
 
 
-_DISTILBERT_LAYER = {  # DistilBERT -> BERT, per layer
-    "attention.q_lin": "attention.self.query",
-    "attention.k_lin": "attention.self.key",
-    "attention.v_lin": "attention.self.value",
-    "attention.out_lin": "attention.output.dense",
-    "sa_layer_norm": "attention.output.LayerNorm",
-    "ffn.lin1": "intermediate.dense",
-    "ffn.lin2": "output.dense",
-    "output_layer_norm": "output.LayerNorm",
-}
-
-
-def _distilbert_as_bert(hf: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """DistilBERT keys (``distilbert.`` prefix stripped) -> BertModel keys, plus a zero type
-    vector; keys that are not the encoder's (heads) pass through unchanged."""
-    out = dict(hf)
-    for i in range(num_layers):
-        for theirs, bert in _DISTILBERT_LAYER.items():
-            for p in ("weight", "bias"):
-                out[f"{_HF_LAYER.format(i=i)}{bert}.{p}"] = out.pop(
-                    f"transformer.layer.{i}.{theirs}.{p}"
-                )
-    words = out["embeddings.word_embeddings.weight"]
-    out["embeddings.token_type_embeddings.weight"] = words.new_zeros(1, words.size(1))
-    return out
-
-
 def hf_to_tasklight(
     hf_state: dict[str, torch.Tensor], num_layers: int, family: str = "bert"
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Split a checkpoint's state dict into (encoder state, everything else, e.g. ``pooler.*``).
 
     Accepts bare base-model keys (``BertModel``...) and keys under the family's prefix
-    (``bert.``, ``roberta.``, ``distilbert.``, ``electra.``: the ``...For*`` classes).
+    (``bert.``, ``roberta.``, ``distilbert.``, ``electra.``: the ``...For*`` classes); a family
+    with names of its own maps them onto BERT's first (``Family.to_bert_keys``).
     """
-    prefix = f"{family}."
+    fam = get_family(family)
+    prefix = f"{fam.prefix}."
     hf = {k.removeprefix(prefix): v for k, v in hf_state.items()}
-    if family == "distilbert":
-        hf = _distilbert_as_bert(hf, num_layers)
+    if fam.to_bert_keys is not None:
+        hf = fam.to_bert_keys(hf, num_layers)
     ours: dict[str, torch.Tensor] = {}
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         ours[f"embeddings.{name}.weight"] = hf.pop(f"embeddings.{name}.weight")

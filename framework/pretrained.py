@@ -1,5 +1,6 @@
 """Load Hugging Face BERT-family checkpoints (local directory or hub id) into ``Encoder``:
-BERT and MiniLM, RoBERTa, DistilBERT and ELECTRA (the discriminator).
+the families of ``framework.families`` (BERT and MiniLM, RoBERTa, XLM-RoBERTa, DistilBERT,
+ELECTRA's discriminator).
 
 Files are located with ``huggingface_hub`` (hub ids, with its cache; works offline once cached,
 and with ``HF_HUB_OFFLINE=1``) or read from a local directory.
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from framework.convert import FAMILIES, config_from_hf, hf_to_tasklight
+from framework.convert import config_from_hf, hf_to_tasklight
 from framework.encoder import AttnImpl, Encoder
 from framework.errors import UserError
+from framework.families import get_family
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-SUPPORTED_MODEL_TYPES = FAMILIES
 
 
 def _local_or_hub_file(name_or_path: str, filename: str) -> Path | None:
@@ -73,10 +74,7 @@ def load_pretrained(
         raise UserError(f"{name_or_path!r} has no config.json; it is not a Hugging Face model")
     hf_config = json.loads(config_file.read_text())
     model_type = hf_config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UserError(
-            f"{name_or_path!r} is a {model_type!r} model; supported: {SUPPORTED_MODEL_TYPES}"
-        )
+    get_family(model_type, repr(name_or_path))  # a one-line refusal naming the families
     weights, first_error = None, None
     for filename in WEIGHT_FILES:  # a cached repo may hold only one of them
         try:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from framework.errors import UserError
+from framework.families import load_families
 
 
 class MLMHead(nn.Module):
@@ -52,12 +53,9 @@ class MLMHead(nn.Module):
         return F.linear(h, self.decoder_weight, self.bias)
 
 
-# The MLM heads of BertForMaskedLM, RobertaForMaskedLM and DistilBertForMaskedLM: (dense,
-# LayerNorm, output bias, decoder weight); the decoder is the tied word embedding matrix unless
-# the checkpoint was exported untied.
-_PRETRAINED_HEADS = (
-    ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-     "cls.predictions.bias", "cls.predictions.decoder.weight"),
-    ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias", "lm_head.decoder.weight"),
-    ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias", "vocab_projector.weight"),
-)  # fmt: skip
+# The MLM heads of each family's ...ForMaskedLM (framework.families): (dense, LayerNorm, output
+# bias, decoder weight); the decoder is the tied word embedding matrix unless the checkpoint was
+# exported untied.
+_PRETRAINED_HEADS = tuple(
+    dict.fromkeys(f.mlm_head for f in load_families().values() if f.mlm_head is not None)
+)

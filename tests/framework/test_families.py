@@ -25,6 +25,11 @@ FAMILIES = {
     "electra": (tf.ElectraConfig, tf.ElectraModel, tf.ElectraForPreTraining,
                 dict(vocab_size=VOCAB, embedding_size=32, hidden_size=32, num_hidden_layers=2,
                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=40)),
+    "xlm-roberta": (tf.XLMRobertaConfig, tf.XLMRobertaModel,
+                    tf.XLMRobertaForSequenceClassification,
+                    dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=40,
+                         type_vocab_size=1, pad_token_id=1)),
     # ELECTRA-small's shape: embeddings smaller than the hidden size, then a projection
     "electra_small": (tf.ElectraConfig, tf.ElectraModel, tf.ElectraForPreTraining,
                       dict(vocab_size=VOCAB, embedding_size=16, hidden_size=32,
@@ -73,7 +78,7 @@ def test_family_matches_transformers(tmp_path, name, prefixed):
     assert all(not k.startswith(("embeddings.", "encoder.", "transformer.")) for k in rest)
     if prefixed:
         assert rest, "the task head's tensors should be in the rest"
-    if name == "roberta":  # left padding: positions count the real tokens only
+    if name in ("roberta", "xlm-roberta"):  # left padding: positions count the real tokens only
         left_ids, left_mask = ids.flip(1), mask.flip(1)
         with torch.no_grad():
             a = ours(left_ids, left_mask)
@@ -81,7 +86,7 @@ def test_family_matches_transformers(tmp_path, name, prefixed):
         assert (a[left_mask.bool()] - b[left_mask.bool()]).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["roberta", "distilbert", "electra"])
+@pytest.mark.parametrize("name", ["roberta", "xlm-roberta", "distilbert", "electra"])
 def test_family_exports_as_bert_with_the_same_outputs(tmp_path, name):
     path, theirs, config = _checkpoint(tmp_path, name, prefixed=False)
     ours, _ = load_pretrained(str(path))
@@ -113,7 +118,11 @@ def test_factorised_embeddings_are_not_exported(tmp_path, tokenizer):
 
 @pytest.mark.parametrize(
     "family, mlm_cls",
-    [("roberta", tf.RobertaForMaskedLM), ("distilbert", tf.DistilBertForMaskedLM)],
+    [
+        ("roberta", tf.RobertaForMaskedLM),
+        ("xlm-roberta", tf.XLMRobertaForMaskedLM),
+        ("distilbert", tf.DistilBertForMaskedLM),
+    ],
 )
 def test_continued_pretraining_keeps_the_checkpoints_mlm_head(tmp_path, family, mlm_cls):
     from framework.module import TaskModule
@@ -139,3 +148,20 @@ def test_continued_pretraining_keeps_the_checkpoints_mlm_head(tmp_path, family, 
         ref = theirs(input_ids=ids, attention_mask=mask).logits[labels != -100]
     assert ours.shape == (3, VOCAB)
     assert (ours - ref).abs().max().item() <= 1e-4
+
+
+def test_every_registered_family_is_tested_here():
+    from framework.families import load_families
+
+    tested = {config_cls.model_type for config_cls, *_ in FAMILIES.values()} | {"bert"}
+    assert set(load_families()) == tested  # BERT: tests/framework/test_encoder.py
+
+
+@pytest.mark.parametrize("model_type, hint", [("deberta-v2", ""), ("roberte", "did you mean")])
+def test_another_model_type_is_one_line_naming_the_families(tmp_path, model_type, hint):
+    (tmp_path / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+    with pytest.raises(UserError) as e:
+        load_pretrained(str(tmp_path))
+    message = str(e.value)
+    assert f"is a '{model_type}' model" in message and "\n" not in message
+    assert message.endswith("bert, distilbert, electra, roberta, xlm-roberta") and hint in message

@@ -1,0 +1,66 @@
+"""Encoder families: what tasklight knows of each Hugging Face encoder layout it loads.
+
+A family is one module of this package that registers a ``Family``: the ``model_type`` of its
+``config.json``, the key prefix of its ``...For*`` classes, the mapping from its config to
+``EncoderConfig`` fields, how its state-dict keys map onto BERT's (the layout
+``framework.convert`` reads), and where its masked-LM checkpoints keep their head. Every module
+here is imported by ``load_families`` (no registration that depends on an import happening
+elsewhere), so adding a family is adding its module (docs/families.md).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from framework.errors import UserError
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str  # config.json's "model_type"
+    prefix: str  # key prefix of the family's ...For* classes (their base_model_prefix)
+    # config.json dict -> EncoderConfig fields
+    encoder_config: Callable[[dict], dict]
+    # the family's keys (prefix removed) -> BertModel keys; None: BERT's names already
+    to_bert_keys: Callable[[State, int], State] | None = None
+    # where its masked-LM checkpoints keep the head: (dense, LayerNorm, output bias, decoder
+    # weight) key prefixes; None: no masked-LM head of its own
+    mlm_head: tuple[str, str, str, str] | None = None
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    if family.model_type in _FAMILIES:
+        raise ValueError(f"encoder family {family.model_type!r} is registered twice")
+    _FAMILIES[family.model_type] = family
+    return family
+
+
+def load_families() -> dict[str, Family]:
+    """Every family of this package, by model_type (its modules imported once)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return dict(sorted(_FAMILIES.items()))
+
+
+def get_family(model_type: str | None, source: str = "the checkpoint") -> Family:
+    """The family of ``model_type``; a one-line ``UserError`` naming the supported ones."""
+    families = load_families()
+    if model_type in families:
+        return families[model_type]
+    close = difflib.get_close_matches(str(model_type), families, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(
+        f"{source} is a {model_type!r} model{hint}; the fused encoder loads these encoder "
+        f"families: {', '.join(families)}"
+    )

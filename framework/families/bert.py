@@ -1,0 +1,29 @@
+"""BERT (and MiniLM, which is BERT-shaped): the layout every other family maps onto."""
+
+from __future__ import annotations
+
+from framework.families import Family, register_family
+
+
+def bert_fields(hf: dict) -> dict:
+    """``EncoderConfig`` fields from a BERT-named ``config.json`` dict."""
+    return {
+        "vocab_size": hf["vocab_size"],
+        "hidden_size": hf["hidden_size"],
+        "num_layers": hf["num_hidden_layers"],
+        "num_heads": hf["num_attention_heads"],
+        "intermediate_size": hf["intermediate_size"],
+        "max_position_embeddings": hf.get("max_position_embeddings", 512),
+        "type_vocab_size": hf.get("type_vocab_size", 2),
+        "layer_norm_eps": hf.get("layer_norm_eps", 1e-12),
+        "hidden_act": hf.get("hidden_act", "gelu"),
+        "hidden_dropout": hf.get("hidden_dropout_prob", 0.1),
+        "pad_token_id": hf.get("pad_token_id") or 0,
+        "initializer_range": hf.get("initializer_range", 0.02),
+    }
+
+
+BERT_MLM_HEAD = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                 "cls.predictions.bias", "cls.predictions.decoder.weight")  # fmt: skip
+
+register_family(Family("bert", "bert", bert_fields, mlm_head=BERT_MLM_HEAD))
