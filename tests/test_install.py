@@ -27,6 +27,10 @@ def test_an_installed_wheel_trains_from_another_directory(tmp_path):
         f"tasklight_conf/{p.relative_to(ROOT / 'conf')}" for p in ROOT.glob("conf/**/*.yaml")
     }
     assert configs <= shipped, sorted(configs - shipped)  # every config folder is packaged
+    modules = {
+        str(p.relative_to(ROOT)) for d in ("framework", "tasks") for p in (ROOT / d).rglob("*.py")
+    }
+    assert modules <= shipped, sorted(modules - shipped)  # every module (subpackages too)
     assert "tasklight_data/quickstart/train.csv" in shipped
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True,
                    capture_output=True)  # fmt: skip
