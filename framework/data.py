@@ -42,7 +42,7 @@ from framework.sampling import (
     eval_batches,
     token_budget_batches,
 )
-from framework.sources import Sources, check_column_types, iter_rows, warn_empty_texts
+from framework.sources import Sources, check_column_types, warn_empty_texts
 from framework.task import Task
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class DataModule(L.LightningDataModule):
         raw = self._read([split])
         if split not in raw:
             raise UserError(f"no {split} split: set data.{split}_file (or data.hub_splits)")
-        return iter_rows(raw[split], CHUNK_ROWS)
+        return raw[split].iter(batch_size=CHUNK_ROWS)
 
     def read_file(self, file: Path) -> dict[str, list]:
         """All rows of ``file`` in ``data.format`` (or the one its suffix names), in one dict
@@ -207,7 +207,7 @@ class DataModule(L.LightningDataModule):
             warn_empty_texts(self.task, split, ds)
         self.task.use_tokenizer(self.tokenizer)  # e.g. MLM: special token ids, vocabulary size
         if fit:
-            self.task.setup(iter_rows(raw["train"], CHUNK_ROWS))
+            self.task.setup(raw["train"].iter(batch_size=CHUNK_ROWS))
         task_state = self.task.state_dict()
         try:
             json.dumps(task_state)

@@ -16,29 +16,39 @@ from datasets import Dataset
 from framework.errors import UserError
 
 
+def _unreadable(path: Path, e: OSError) -> UserError:  # no permission, a folder, a bad mount
+    return UserError(f"cannot read {path} ({e.strerror}); check that it is a readable file")
+
+
+def _not_utf8(path: Path, line: int) -> UserError:
+    return UserError(
+        f"{path} is not UTF-8 (bad byte at line {line}); re-encode it as UTF-8, e.g. "
+        f"`iconv -f latin1 -t utf-8 {path.name}`"
+    )
+
+
+def _nul_byte(path: Path, line: int) -> UserError:
+    # a binary or corrupted file: it would train silently on the bytes around it
+    return UserError(
+        f"{path}:{line}: a NUL byte; the file is binary or corrupted: remove the NUL bytes "
+        f"(`tr -d '\\000' < {path.name} > fixed_{path.name}`) or use the original file"
+    )
+
+
 def read_utf8(path: Path) -> str:
-    """The text of ``path``; a ``UserError`` naming the line of the first non-UTF-8 byte."""
+    """The text of ``path`` (a format read whole: SQuAD's JSON); a ``UserError`` naming the line
+    of the first non-UTF-8 or NUL byte. Line by line: ``read_lines``."""
     try:
         raw = path.read_bytes()
-    except OSError as e:  # no read permission, a folder, a broken mount
-        raise UserError(
-            f"cannot read {path} ({e.strerror}); check that it is a readable file"
-        ) from None
+    except OSError as e:
+        raise _unreadable(path, e) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UserError(
-            f"{path} is not UTF-8 (bad byte at line {line}); re-encode it as UTF-8, e.g. "
-            f"`iconv -f latin1 -t utf-8 {path.name}`"
-        ) from None
+        raise _not_utf8(path, raw[: e.start].count(b"\n") + 1) from None
     nul = text.find("\0")
-    if nul >= 0:  # a binary or corrupted file: it would train silently on the bytes around it
-        line = text.count("\n", 0, nul) + 1
-        raise UserError(
-            f"{path}:{line}: a NUL byte; the file is binary or corrupted: remove the NUL bytes "
-            f"(`tr -d '\\000' < {path.name} > fixed_{path.name}`) or use the original file"
-        )
+    if nul >= 0:
+        raise _nul_byte(path, text.count("\n", 0, nul) + 1)
     return text
 
 
@@ -74,10 +84,8 @@ def read_lines(path: Path, newline_only: bool = False) -> Iterator[tuple[int, st
     the line of the first non-UTF-8 or NUL byte."""
     try:
         f = open(path, "rb")  # closed by the with below; open's own errors named here
-    except OSError as e:  # no read permission, a folder, a broken mount
-        raise UserError(
-            f"cannot read {path} ({e.strerror}); check that it is a readable file"
-        ) from None
+    except OSError as e:
+        raise _unreadable(path, e) from None
     with f:
         # b"\n" never occurs inside a UTF-8 multi-byte character, so splitting the bytes there
         # and decoding each physical line is exact; each piece's splitlines() are the lines
@@ -89,16 +97,9 @@ def read_lines(path: Path, newline_only: bool = False) -> Iterator[tuple[int, st
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise UserError(
-                    f"{path} is not UTF-8 (bad byte at line {physical}); re-encode it as UTF-8, "
-                    f"e.g. `iconv -f latin1 -t utf-8 {path.name}`"
-                ) from None
-            if "\0" in text:  # a binary or corrupted file: it would train on the bytes around it
-                raise UserError(
-                    f"{path}:{physical}: a NUL byte; the file is binary or corrupted: remove the "
-                    f"NUL bytes (`tr -d '\\000' < {path.name} > fixed_{path.name}`) or use the "
-                    "original file"
-                )
+                raise _not_utf8(path, physical) from None
+            if "\0" in text:
+                raise _nul_byte(path, physical)
             if newline_only:  # as text.replace("\r\n", "\n").split("\n")
                 if text.endswith("\n"):
                     text = text[:-2] if text.endswith("\r\n") else text[:-1]

@@ -15,7 +15,8 @@ import shutil
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,7 @@ def warn_empty_texts(task, split: str, ds: Dataset) -> None:
     from lightning.pytorch.utilities import rank_zero_only
 
     empty, first, offset = 0, None, 0
-    for chunk in iter_rows(ds, CHUNK_ROWS):
+    for chunk in ds.iter(batch_size=CHUNK_ROWS):  # a mapped split, never whole
         n = len(next(iter(chunk.values()), []))
         try:
             texts = task.tokenizer_texts(chunk)
@@ -183,12 +184,6 @@ class ReadFolder:
 
     def drop(self) -> None:
         self._finalizer()
-
-
-def iter_rows(ds: Dataset, batch_size: int = 10_000) -> Iterator[dict[str, list]]:
-    """The rows of ``ds``, column-major, ``batch_size`` at a time (a mapped split read in
-    chunks, never whole)."""
-    yield from ds.iter(batch_size=batch_size)
 
 
 class Sources:
@@ -268,8 +263,11 @@ class Sources:
         }
 
     def file_format(self, file: Path) -> str:
+        """``data.format``, or the one ``file``'s suffix names (a missing file: ``UserError``)."""
         from framework.readers import guess_format
 
+        if not file.is_file():
+            raise UserError(f"data file {file} does not exist; check data.path and the file names")
         return self.format or guess_format(file, self.formats)
 
     def read_split(self, file: Path, split: str) -> Dataset:
@@ -278,20 +276,13 @@ class Sources:
         ``ReadFolder`` (removed by ``drop``)."""
         from framework.readers import TABLE_FORMATS, read_parquet, table_chunks
 
-        if not file.is_file():
-            raise UserError(f"data file {file} does not exist; check data.path and the file names")
         fmt = self.file_format(file)
         if fmt == "parquet":
             return read_parquet(file, self.cache_dir / "sources")
         if fmt in TABLE_FORMATS:
-
-            def chunks() -> Iterable[dict[str, list]]:
-                return table_chunks(file, fmt, self.columns, self.quoting)
+            chunks = partial(table_chunks, file, fmt, self.columns, self.quoting)
         else:
-
-            def chunks() -> Iterable[dict[str, list]]:
-                return self.task.read_chunks(file)
-
+            chunks = partial(self.task.read_chunks, file)
         self._folder = self._folder or ReadFolder(self.cache_dir)
         return write_arrow(chunks, self._folder.path / f"{split}.arrow", file)
 
@@ -299,8 +290,6 @@ class Sources:
         """All rows of ``file`` in one column-major dict (small inputs: predict's)."""
         from framework.readers import TABLE_FORMATS, gather, read_table
 
-        if not file.is_file():
-            raise UserError(f"data file {file} does not exist; check data.path and the file names")
         fmt = self.file_format(file)
         if fmt in TABLE_FORMATS:
             return read_table(file, fmt, self.columns, self.quoting)
