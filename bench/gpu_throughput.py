@@ -56,7 +56,7 @@ def main() -> None:
         hf_config = BertConfig(**config_to_hf(cfg))
         hf_config._attn_implementation = impl
         theirs = BertModel(hf_config, add_pooling_layer=False)
-        theirs.load_state_dict(tasklight_to_hf(ours.state_dict(), cfg.num_layers))  # same weights
+        theirs.load_state_dict(tasklight_to_hf(ours.state_dict(), cfg))  # same weights
         hf_models[f"transformers_{impl}"] = theirs.to(dev).train()
     kernel = attention.VARLEN
     calls = []

@@ -1,37 +1,34 @@
-"""Hugging Face BERT-family checkpoints <-> ``framework.encoder``: configs and state dicts.
+"""Hugging Face encoder checkpoints <-> ``framework.encoder``: configs and state dicts.
 
-The encoder's weights follow ``BertModel``'s layout except that each layer's query, key and value
-projections are one fused ``qkv`` Linear. What differs by family (config names, key prefix, a
-family's own key names, RoBERTa's ``position_offset``) is declared by its module in
-``framework.families``. Exports are always BERT-layout.
+What differs by family (config names, key prefix, tensor names, RoBERTa's ``position_offset``)
+is declared by its module in ``framework.families``; this module applies the declarations both
+ways. Our fused Linears (q, k, v; a gated MLP's two halves) are concatenated on load and split
+on export.
 """
 
 from __future__ import annotations
 
 import torch
 
-from framework.encoder import EncoderConfig
-from framework.families import get_family
+from framework.encoder import Encoder, EncoderConfig
+from framework.families import Names, get_family
+from framework.families.bert import BERT_NAMES
 
-_HF_LAYER = "encoder.layer.{i}."
-_RENAMES = {  # ours -> Hugging Face, per layer (q/k/v handled separately: they are fused here)
-    "attn_out": "attention.output.dense",
-    "attn_norm": "attention.output.LayerNorm",
-    "mlp_in": "intermediate.dense",
-    "mlp_out": "output.dense",
-    "mlp_norm": "output.LayerNorm",
-}
+# Buffers some checkpoints hold beside their weights (never ours, never a head's).
+_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids", "rotary_emb.inv_freq")
 
 
 def config_from_hf(hf: dict) -> EncoderConfig:
     """An ``EncoderConfig`` from a Hugging Face ``config.json`` dict of a registered family
     (``framework.families``; no ``model_type``: BERT)."""
-    return EncoderConfig(**get_family(hf.get("model_type", "bert")).encoder_config(hf))
+    model_type = hf.get("model_type", "bert")
+    return EncoderConfig(**get_family(model_type).encoder_config(hf), family=model_type)
 
 
 def config_to_hf(cfg: EncoderConfig) -> dict:
-    """A Hugging Face ``BertConfig`` dict for ``cfg``: every export is BERT-layout (a RoBERTa's
-    position table loses its unused first rows; a DistilBERT gets its all-zero type vector)."""
+    """A Hugging Face ``BertConfig`` dict for ``cfg``, the export of the BERT-shaped families (a
+    RoBERTa's position table loses its unused first rows; a DistilBERT gets its all-zero type
+    vector)."""
     if cfg.embedding_size not in (None, cfg.hidden_size):
         raise ValueError(
             f"an encoder with factorised embeddings (embedding_size {cfg.embedding_size} != "
@@ -56,62 +53,80 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
     }
 
 
+def encoder_keys(cfg: EncoderConfig) -> list[str]:
+    """The state-dict keys of ``Encoder(cfg)`` (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return list(Encoder(cfg).state_dict())
+
+
 def hf_to_tasklight(
-    hf_state: dict[str, torch.Tensor], num_layers: int, family: str = "bert"
+    hf_state: dict[str, torch.Tensor], cfg: EncoderConfig, family: str = "bert"
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Split a checkpoint's state dict into (encoder state, everything else, e.g. ``pooler.*``).
 
     Accepts bare base-model keys (``BertModel``...) and keys under the family's prefix
-    (``bert.``, ``roberta.``, ``distilbert.``, ``electra.``: the ``...For*`` classes); a family
-    with names of its own maps them onto BERT's first (``Family.to_bert_keys``).
+    (``bert.``, ``roberta.``, ``model.``: the ``...For*`` classes); a family with names of its own
+    maps them onto BERT's first (``Family.to_bert_keys``) or declares them (``Family.names``).
+    A missing tensor is a KeyError naming it.
     """
     fam = get_family(family)
-    prefix = f"{fam.prefix}."
-    hf = {k.removeprefix(prefix): v for k, v in hf_state.items()}
+    hf = dict(hf_state)
+    for prefix in (fam.prefix, *fam.aliases):
+        hf = {k.removeprefix(f"{prefix}."): v for k, v in hf.items()}
     if fam.to_bert_keys is not None:
-        hf = fam.to_bert_keys(hf, num_layers)
+        hf = fam.to_bert_keys(hf, cfg.num_layers)
+    names = fam.names or BERT_NAMES
     ours: dict[str, torch.Tensor] = {}
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        ours[f"embeddings.{name}.weight"] = hf.pop(f"embeddings.{name}.weight")
-    for p in ("weight", "bias"):
-        ours[f"embeddings.norm.{p}"] = hf.pop(f"embeddings.LayerNorm.{p}")
-        if f"embeddings_project.{p}" in hf:  # ELECTRA's factorised embeddings
-            ours[f"embeddings.project.{p}"] = hf.pop(f"embeddings_project.{p}")
-    hf.pop("embeddings.position_ids", None)  # a buffer in old checkpoints, not a weight
-    hf.pop("embeddings.token_type_ids", None)  # a buffer too (RoBERTa, ELECTRA)
-    for i in range(num_layers):
-        pre = _HF_LAYER.format(i=i)
-        for p in ("weight", "bias"):
-            qkv = [hf.pop(f"{pre}attention.self.{n}.{p}") for n in ("query", "key", "value")]
-            ours[f"layers.{i}.qkv.{p}"] = torch.cat(qkv, dim=0)
-            for mine, theirs in _RENAMES.items():
-                ours[f"layers.{i}.{mine}.{p}"] = hf.pop(f"{pre}{theirs}.{p}")
+    taken: dict[str, torch.Tensor] = {}  # tensors that several of our keys read parts of
+
+    def read(source: str, param: str) -> torch.Tensor:
+        name, _, part = source.partition("@")
+        key = f"{name}.{param}"
+        if not part:
+            return hf.pop(key)
+        if key not in taken:
+            taken[key] = hf.pop(key)
+        k, n = map(int, part.split("/"))
+        return taken[key].chunk(n, dim=0)[k]
+
+    for key in encoder_keys(cfg):
+        module, param = key.rsplit(".", 1)
+        source = names.theirs(module)
+        sources = (source,) if isinstance(source, str) else source
+        parts = [read(s, param) for s in sources]
+        ours[key] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+    for key in [k for k in hf if k.endswith(_BUFFERS)]:
+        del hf[key]
     return ours, hf
 
 
 def tasklight_to_hf(
-    state: dict[str, torch.Tensor], num_layers: int, position_offset: int = 0
+    state: dict[str, torch.Tensor],
+    cfg: EncoderConfig,
+    names: Names = BERT_NAMES,
+    position_offset: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """The inverse of ``hf_to_tasklight`` for the encoder: ``BertModel`` keys (no prefix).
+    """The inverse of ``hf_to_tasklight`` for the encoder: keys in ``names`` (no prefix).
 
-    ``position_offset`` (RoBERTa's 2) drops the position table's unused first rows: BERT counts
-    positions from 0."""
-    s = dict(state)
+    ``position_offset`` (RoBERTa's 2, exported as BERT) drops the position table's unused first
+    rows: BERT counts positions from 0."""
     hf: dict[str, torch.Tensor] = {}
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        hf[f"embeddings.{name}.weight"] = s.pop(f"embeddings.{name}.weight")
-    positions = hf["embeddings.position_embeddings.weight"]
-    hf["embeddings.position_embeddings.weight"] = positions[position_offset:]
-    for p in ("weight", "bias"):
-        hf[f"embeddings.LayerNorm.{p}"] = s.pop(f"embeddings.norm.{p}")
-    for i in range(num_layers):
-        pre = _HF_LAYER.format(i=i)
-        for p in ("weight", "bias"):
-            q, k, v = s.pop(f"layers.{i}.qkv.{p}").chunk(3, dim=0)
-            for n, t in zip(("query", "key", "value"), (q, k, v), strict=True):
-                hf[f"{pre}attention.self.{n}.{p}"] = t.contiguous()
-            for mine, theirs in _RENAMES.items():
-                hf[f"{pre}{theirs}.{p}"] = s.pop(f"layers.{i}.{mine}.{p}")
-    if s:
-        raise ValueError(f"unexpected encoder keys: {sorted(s)[:5]}")
+    split: dict[str, dict[int, torch.Tensor]] = {}  # their tensors written in parts
+    for key, tensor in state.items():
+        module, param = key.rsplit(".", 1)
+        source = names.theirs(module)
+        if isinstance(source, str):
+            hf[f"{source}.{param}"] = tensor
+            continue
+        for s, part in zip(source, tensor.chunk(len(source), dim=0), strict=True):
+            name, _, at = s.partition("@")
+            if at:
+                split.setdefault(f"{name}.{param}", {})[int(at.split("/")[0])] = part
+            else:
+                hf[f"{s}.{param}"] = part.contiguous()
+    for key, parts in split.items():
+        hf[key] = torch.cat([parts[k] for k in sorted(parts)], dim=0)
+    positions = "embeddings.position_embeddings.weight"
+    if position_offset and positions in hf:
+        hf[positions] = hf[positions][position_offset:]
     return hf

@@ -1,15 +1,18 @@
 """A BERT-compatible transformer encoder in plain torch: the spec of the model, top to bottom.
 
-Depends on torch only. Weights are laid out like Hugging Face's ``BertModel`` except that each
-layer's query, key and value projections are one fused ``qkv`` Linear (``framework/convert.py``
-converts both ways). RoBERTa, DistilBERT and ELECTRA are the same post-LayerNorm block with a
-position offset (RoBERTa), no segment embeddings (DistilBERT) or a projection after the
-embeddings (ELECTRA-small).
+Depends on torch only. ``EncoderConfig``'s switches cover the encoder families tasklight loads
+(``framework.families``): BERT's post-norm block with absolute positions (and RoBERTa's offset,
+DistilBERT's missing segments, ELECTRA-small's projected embeddings), pre-norm (ModernBERT),
+gated MLPs (GeGLU, SwiGLU), linears and norms without biases, rotary positions with a theta per
+layer, a sliding attention window on some layers, and a final norm. Each layer's query, key and
+value projections are one fused ``qkv`` Linear; a gated MLP's two input projections are one
+``mlp_in`` (the activated half first).
 
 Attention goes through ``framework.attention``: ``sdpa`` (fused) or ``math`` (the reference).
 The unpadded path (``unpad=True``) runs everything but attention on the real tokens only; its
 attention is a variable-length kernel on CUDA (half precision, no attention dropout), else SDPA
-per length bucket of the batch's rows on CPU.
+per length bucket of the batch's rows on CPU. Every layer has one forward over the call's
+``Layout``, so a switch lands once for every path.
 
 Shapes: B batch, T padded length, H hidden size, N heads, D head size (H = N * D).
 """
@@ -23,22 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from framework.attention import (
-    AttnImpl,
-    Selection,
-    Unpadded,
-    attention,
-    bucketed,
-    selection,
-    use_varlen,
-    varlen_attention,
-)
+from framework.attention import AttnImpl, Layout, Selection, bucketed, rotate, selection, use_varlen
 
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
+    "silu": F.silu,
 }
 
 
@@ -50,7 +45,7 @@ class EncoderConfig:
     num_heads: int = 12
     intermediate_size: int = 3072
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2
+    type_vocab_size: int = 2  # 0: no segment embeddings
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     hidden_dropout: float = 0.1
@@ -62,6 +57,23 @@ class EncoderConfig:
     position_offset: int = 0
     # ELECTRA-small: embeddings of this size, then a Linear to hidden_size (None: BERT).
     embedding_size: int | None = None
+    # -- the switches of the post-2019 families ------------------------------------------------
+    pre_norm: bool = False  # norm before attention and MLP (layer 0 reads the embeddings' norm)
+    gated_mlp: bool = False  # act(x W1) * (x W2), then the output projection
+    attention_bias: bool = True  # biases of qkv and the attention output
+    mlp_in_bias: bool = True
+    mlp_out_bias: bool = True
+    norm_bias: bool = True
+    rotary: bool = False  # rotary positions instead of a learned position table
+    rope_theta: float = 10000.0
+    local_rope_theta: float | None = None  # the theta of sliding-window layers (None: rope_theta)
+    # Sliding-window layers: a token sees keys at most ``sliding_window`` tokens away (0: none).
+    # Layer i attends globally when i % global_every == 0, else in the window.
+    sliding_window: int = 0
+    global_every: int = 1
+    final_norm: bool = False  # a norm after the last layer
+    # The family whose layout the weights came in and export in (``framework.families``).
+    family: str = "bert"
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -71,7 +83,29 @@ class EncoderConfig:
             )
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        if self.global_every < 1 or self.sliding_window < 0:
+            raise ValueError("global_every must be >= 1 and sliding_window >= 0")
 
+    def window(self, layer: int) -> int:
+        """Layer ``layer``'s attention window (0: global)."""
+        return 0 if layer % self.global_every == 0 else self.sliding_window
+
+    def theta(self, layer: int) -> float | None:
+        """Layer ``layer``'s rotary theta (None: absolute positions)."""
+        if not self.rotary:
+            return None
+        if self.window(layer) and self.local_rope_theta is not None:
+            return self.local_rope_theta
+        return self.rope_theta
+
+
+# ModernBERT's block: pre-norm, GeGLU, no biases, rotary, global every 3rd layer, else a
+# 128-token window (64 each side), a final norm.
+MODERN = dict(pre_norm=True, gated_mlp=True, attention_bias=False, mlp_in_bias=False,
+              mlp_out_bias=False, norm_bias=False, rotary=True, rope_theta=160000.0,
+              local_rope_theta=10000.0, sliding_window=64, global_every=3, final_norm=True,
+              type_vocab_size=0, layer_norm_eps=1e-5, hidden_dropout=0.0,
+              max_position_embeddings=8192)  # fmt: skip
 
 PRESETS: dict[str, EncoderConfig] = {
     # 2 layers, hidden 64: the test model. Vocabulary of the uncased BERT tokenizer.
@@ -82,6 +116,18 @@ PRESETS: dict[str, EncoderConfig] = {
     "small": EncoderConfig(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536),
     # bert-base shape.
     "base": EncoderConfig(),
+    # A ModernBERT block at BERT-mini size (6 layers: two global), for CPU pretraining.
+    "modern_mini": EncoderConfig(
+        hidden_size=256, num_layers=6, num_heads=4, intermediate_size=384, **MODERN
+    ),
+    # ModernBERT's test shape: 3 layers, hidden 64, a window of 4 each side.
+    "modern_tiny": EncoderConfig(
+        hidden_size=64,
+        num_layers=3,
+        num_heads=4,
+        intermediate_size=96,
+        **{**MODERN, "sliding_window": 4},
+    ),
 }
 
 
@@ -92,140 +138,109 @@ def preset(name: str, **overrides: object) -> EncoderConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
+def _norm(cfg: EncoderConfig, size: int | None = None) -> nn.LayerNorm:
+    return nn.LayerNorm(size or cfg.hidden_size, eps=cfg.layer_norm_eps, bias=cfg.norm_bias)
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
         e = cfg.embedding_size or cfg.hidden_size
         self.position_offset = cfg.position_offset
         self.word_embeddings = nn.Embedding(cfg.vocab_size, e, cfg.pad_token_id)
-        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, e)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, e)
-        self.norm = nn.LayerNorm(e, eps=cfg.layer_norm_eps)
+        self.position_embeddings = (
+            None if cfg.rotary else nn.Embedding(cfg.max_position_embeddings, e)
+        )
+        self.token_type_embeddings = (
+            nn.Embedding(cfg.type_vocab_size, e) if cfg.type_vocab_size else None
+        )
+        self.norm = _norm(cfg, e)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.project = nn.Linear(e, cfg.hidden_size) if e != cfg.hidden_size else None
 
     def forward(
         self,
-        input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor,
-        position_ids: torch.Tensor | None = None,  # (B, T); None: 0..T-1
-    ) -> torch.Tensor:
-        positions = position_ids
-        if positions is None:
-            positions = torch.arange(input_ids.size(1), device=input_ids.device)  # (T,)
-        positions = positions + self.position_offset
+        input_ids: torch.Tensor,  # (B, T)
+        token_type_ids: torch.Tensor,  # (B, T)
+        position_ids: torch.Tensor,  # (B, T)
+    ) -> torch.Tensor:  # (B, T, H)
         x = self.word_embeddings(input_ids)  # (B, T, E)
-        x = x + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        if self.position_embeddings is not None:
+            x = x + self.position_embeddings(position_ids + self.position_offset)
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings(token_type_ids)
         x = self.dropout(self.norm(x))
-        return self.project(x) if self.project is not None else x  # (B, T, H)
+        return self.project(x) if self.project is not None else x
 
 
 class Layer(nn.Module):
-    """One post-LayerNorm BERT block: self-attention then MLP, each with a residual."""
+    """One block: self-attention then MLP, each with a residual, norms after (BERT) or before
+    (``pre_norm``). Runs on the flat (tokens, H) matrix of a ``Layout``, whatever it is."""
 
-    def __init__(self, cfg: EncoderConfig) -> None:
+    def __init__(self, cfg: EncoderConfig, index: int) -> None:
         super().__init__()
-        h = cfg.hidden_size
+        h, inner = cfg.hidden_size, cfg.intermediate_size
         self.num_heads = cfg.num_heads
         self.attention_dropout = cfg.attention_dropout
-        self.qkv = nn.Linear(h, 3 * h)
-        self.attn_out = nn.Linear(h, h)
-        self.attn_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.mlp_in = nn.Linear(h, cfg.intermediate_size)
-        self.mlp_out = nn.Linear(cfg.intermediate_size, h)
-        self.mlp_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.window, self.theta = cfg.window(index), cfg.theta(index)
+        self.pre_norm = cfg.pre_norm
+        self.qkv = nn.Linear(h, 3 * h, bias=cfg.attention_bias)
+        self.attn_out = nn.Linear(h, h, bias=cfg.attention_bias)
+        # Pre-norm layer 0 reads the embeddings' norm (ModernBERT has no norm of its own there).
+        self.attn_norm = None if cfg.pre_norm and index == 0 else _norm(cfg)
+        self.gated = cfg.gated_mlp
+        self.mlp_in = nn.Linear(h, inner * (2 if cfg.gated_mlp else 1), bias=cfg.mlp_in_bias)
+        self.mlp_out = nn.Linear(inner, h, bias=cfg.mlp_out_bias)
+        self.mlp_norm = _norm(cfg)
         self.act = ACTIVATIONS[cfg.hidden_act]
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def _heads(self, x: torch.Tensor, B: int, T: int, k: int) -> torch.Tensor:
-        """(B*T or B, T, k*H) projections -> (k, B, N, T, D)."""
-        N = self.num_heads
-        return x.view(B, T, k, N, -1).permute(2, 0, 3, 1, 4)
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.gated:
+            return self.mlp_out(self.act(self.mlp_in(x)))
+        u, gate = self.mlp_in(x).chunk(2, dim=-1)
+        return self.mlp_out(self.act(u) * gate)
 
-    def _finish(self, residual: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Attention output projection, residual, norm, then the MLP block (any leading dims)."""
-        x = self.attn_norm(residual + self.dropout(self.attn_out(a)))
-        m = self.mlp_out(self.act(self.mlp_in(x)))
-        return self.mlp_norm(x + self.dropout(m))
+    def _rope(self, x: torch.Tensor, lay: Layout, rows: torch.Tensor | None) -> torch.Tensor:
+        """Rotary positions on (tokens, k*H) projections whose first k-1 heads-blocks are
+        queries or keys (values last); ``rows`` picks the tokens' positions (selected rows)."""
+        if self.theta is None:
+            return x
+        k = x.size(-1) // self.attn_out.in_features
+        t = x.view(x.size(0), k, self.num_heads, -1)  # (tokens, k, N, D)
+        cos, sin = lay.rotary(self.theta, t.size(-1))  # (all tokens, 1, D)
+        if rows is not None:
+            cos, sin = cos.index_select(0, rows), sin.index_select(0, rows)
+        parts = [rotate(t[:, i], cos, sin) for i in range(max(k - 1, 1))]
+        if k > 1:
+            parts.append(t[:, k - 1])
+        return torch.stack(parts, 1).view(x.shape)
 
     def forward(
         self,
-        x: torch.Tensor,  # (B, T, H)
-        keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T) bool
-        impl: AttnImpl,
-    ) -> torch.Tensor:  # (B, T, H)
-        """The padded layout: every slot, pads included, goes through every sub-layer."""
-        B, T, H = x.shape
+        x: torch.Tensor,  # (tokens, H): B*T slots, or the n real tokens
+        lay: Layout,
+        sel: Selection | None = None,  # outputs at these M tokens only
+    ) -> torch.Tensor:  # (tokens, H), or (M, H) with ``sel``
+        """With ``sel``: every token is a key and a value, the M selected are the only queries,
+        and the rest of the block runs on those M alone (masked LM reads 15% of the tokens)."""
         p = self.attention_dropout if self.training else 0.0
-        q, k, v = self._heads(self.qkv(x), B, T, 3)  # (B, N, T, D) each
-        a = attention(q, k, v, keep, p, impl).transpose(1, 2).reshape(B, T, H)
-        return self._finish(x, a)
-
-    def forward_unpadded(
-        self,
-        x: torch.Tensor,  # (n, H): the real tokens only
-        keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T) bool
-        impl: AttnImpl,
-        real: Unpadded,
-    ) -> torch.Tensor:  # (n, H)
-        """Linears, norms and activations on the n real tokens. Attention: the varlen kernel
-        (``real.cu``), SDPA per length bucket (``real.buckets``), or SDPA on the (B, T) layout."""
-        H = x.size(-1)
-        if real.cu is not None:  # varlen kernel: no padded layout at all
-            q, k, v = self.qkv(x).view(-1, 3, self.num_heads, H // self.num_heads).unbind(1)
-            a = varlen_attention(q, k, v, real.cu, real.cu, real.longest, real.longest)
-            return self._finish(x, a.reshape(-1, H))  # (n, N, D) -> (n, H)
-        p = self.attention_dropout if self.training else 0.0
-        if real.buckets:  # attention per length bucket, each padded to its own longest row
-            qkv = self.qkv(x)  # (n, 3H)
-            qkv = torch.cat([qkv, qkv.new_zeros(1, 3 * H)])  # (n+1, 3H): row n pads
-            parts = []
-            for bk in real.buckets:
-                q, k, v = self._heads(qkv.index_select(0, bk.slots), bk.b, bk.t, 3)  # (b,N,t,D)
-                a = attention(q, k, v, bk.keep, p, impl).transpose(1, 2).reshape(-1, H)
-                parts.append(a.index_select(0, bk.real))  # (m, H)
-            return self._finish(x, torch.cat(parts).index_select(0, real.order))  # (n, H)
-        q, k, v = self._heads(real.pad(self.qkv(x)), real.B, real.T, 3)  # (B, N, T, D) each
-        a = attention(q, k, v, keep, p, impl)  # (B, N, T, D)
-        a = a.transpose(1, 2).reshape(-1, H).index_select(0, real.idx)  # (n, H)
-        return self._finish(x, a)
-
-    def forward_selected(
-        self,
-        x: torch.Tensor,  # (B, T, H) padded, or (n, H) with ``real``
-        keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T) bool
-        impl: AttnImpl,
-        sel: Selection,
-        real: Unpadded | None = None,
-    ) -> torch.Tensor:  # (M, H)
-        """Outputs at the M selected tokens only: every token is a key and a value, the M are
-        the only queries, and the rest of the block runs on those M tokens alone."""
-        H = x.size(-1)
-        B, T = (real.B, real.T) if real is not None else x.shape[:2]
-        p = self.attention_dropout if self.training else 0.0
-        flat = x.reshape(-1, H)  # (B*T or n, H)
-        residual = flat.index_select(0, sel.flat)  # (M, H)
-        w, b = self.qkv.weight, self.qkv.bias
-        kv = F.linear(flat, w[H:], b[H:])  # (B*T or n, 2H)
-        if real is not None and real.cu is not None:  # varlen: queries grouped by row
-            N, D = self.num_heads, H // self.num_heads
-            k, v = kv.view(-1, 2, N, D).unbind(1)  # (n, N, D)
-            q = F.linear(residual, w[:H], b[:H]).view(-1, N, D)  # (M, N, D)
-            per_row = torch.bincount(sel.rows, minlength=B)  # (B,) selected tokens per row
-            cu_q = F.pad(per_row.cumsum(0), (1, 0)).to(torch.int32)
-            a = varlen_attention(q, k, v, cu_q, real.cu, sel.most, real.longest)
-            return self._finish(residual, a.reshape(-1, H))  # (M, H)
-        k, v = self._heads(real.pad(kv) if real is not None else kv, B, T, 2)  # (B, N, T, D)
-        q_sel = F.linear(residual, w[:H], b[:H])  # (M, H); bf16 under autocast
-        q = q_sel.new_zeros(B, sel.most, H)  # selected queries, left-aligned per row
-        q[sel.rows, sel.slots] = q_sel
-        q = q.view(B, sel.most, self.num_heads, -1).transpose(1, 2)  # (B, N, Q, D)
-        # Unused query slots attend to every key: no empty softmax rows (NaN), then dropped.
-        q_keep = keep.new_ones(B, 1, sel.most, T)
-        q_keep[sel.rows, 0, sel.slots] = keep.expand(B, 1, T, T)[sel.rows, 0, sel.cols]
-        a = attention(q, k, v, q_keep, p, impl)  # (B, N, Q, D)
-        a = a.transpose(1, 2)[sel.rows, sel.slots].reshape(-1, H)  # (M, H)
-        return self._finish(residual, a)
+        h = self.attn_norm(x) if self.pre_norm and self.attn_norm is not None else x
+        if sel is None:
+            a = lay.attend(self._rope(self.qkv(h), lay, None), self.num_heads, self.window, p)
+            residual = x
+        else:
+            H, w, b = x.size(-1), self.qkv.weight, self.qkv.bias
+            kv = self._rope(F.linear(h, w[H:], None if b is None else b[H:]), lay, None)
+            hq = h.index_select(0, sel.flat)  # (M, H)
+            q = self._rope(F.linear(hq, w[:H], None if b is None else b[:H]), lay, sel.flat)
+            a = lay.attend_selected(q, kv, self.num_heads, self.window, p, sel)
+            residual = x.index_select(0, sel.flat)
+        x = residual + self.dropout(self.attn_out(a))
+        if self.pre_norm:
+            return x + self.dropout(self._mlp(self.mlp_norm(x)))
+        x = self.attn_norm(x)
+        return self.mlp_norm(x + self.dropout(self._mlp(x)))
 
 
 class Encoder(nn.Module):
@@ -239,10 +254,11 @@ class Encoder(nn.Module):
             raise ValueError(f"attn_impl must be 'sdpa' or 'math', not {attn_impl!r}")
         self.cfg = cfg
         self.attn_impl: AttnImpl = attn_impl
-        # Padded batches run their token-wise work on the real tokens only (``_unpadded``).
+        # Padded batches run their token-wise work on the real tokens only (``_layout``).
         self.unpad = unpad
         self.embeddings = Embeddings(cfg)
-        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Layer(cfg, i) for i in range(cfg.num_layers))
+        self.final_norm = _norm(cfg) if cfg.final_norm else None
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -255,7 +271,8 @@ class Encoder(nn.Module):
             nn.init.zeros_(module.weight[module.padding_idx])
         if isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def forward(
         self,
@@ -269,7 +286,9 @@ class Encoder(nn.Module):
         """``segment_ids`` (documents packed in one row): a token attends to its own segment only.
         ``output_mask``: returns ``hidden[output_mask]`` (M tokens, row-major) and runs the last
         layer's queries, output projection and MLP for those M tokens only (masked LM reads 15%
-        of the positions: ~85% of the last layer's work saved)."""
+        of the positions: ~85% of the last layer's work saved). A row's real tokens are
+        contiguous (right or left padding): a sliding window counts tokens, as transformers'."""
+        B, T = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -277,25 +296,37 @@ class Encoder(nn.Module):
         if position_ids is None and self.cfg.position_offset:
             # RoBERTa counts positions over the real tokens only (left padding included).
             position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         if segment_ids is not None:
             same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T)
             keep = keep & same
-        if self.unpad and not bool(attention_mask.all()):
-            return self._unpadded(
-                input_ids, attention_mask, token_type_ids, position_ids, keep, output_mask
-            )
-        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        lay = self._layout(attention_mask, keep)
+        ids = (input_ids, token_type_ids, position_ids)
+        if lay.idx is None:  # padded: every slot, pads included, goes through every sub-layer
+            x = self.embeddings(*ids).reshape(B * T, -1)  # (B*T, H)
+            lay.positions = position_ids.flatten()
+        else:  # the pad tokens are removed once, before the embeddings
+            flat = [t.flatten().index_select(0, lay.idx)[None] for t in ids]  # (1, n) each
+            x = self.embeddings(*flat)[0]  # (n, H)
+            lay.positions = flat[2][0]
         last = len(self.layers) - 1 if output_mask is not None else len(self.layers)
         for layer in self.layers[:last]:
-            x = layer(x, keep, self.attn_impl)
+            x = layer(x, lay)
         if output_mask is None:
-            return x
+            return self._final(lay.pad(x)).view(B, T, -1)
         rows, cols = output_mask.nonzero(as_tuple=True)
+        at = rows * T + cols  # each selected token's row in the (B*T, H) layout
+        if lay.idx is not None:  # in the (n, H) layout: real tokens counted so far
+            at = attention_mask.flatten().long().cumsum(0)[at] - 1  # (M,)
         if last < 0 or rows.numel() == 0:
-            return x[rows, cols]
-        sel = selection(output_mask, rows, cols, rows * x.size(1) + cols)
-        return self.layers[last].forward_selected(x, keep, self.attn_impl, sel)
+            return self._final(x.index_select(0, at))
+        sel = selection(output_mask, rows, cols, at)
+        return self._final(self.layers[last](x, lay, sel))
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(x) if self.final_norm is not None else x
 
     def _use_varlen(self, device: torch.device, keep: torch.Tensor) -> bool:
         """Whether the unpadded path runs the varlen kernel: CUDA, fused attention (``sdpa``)
@@ -305,44 +336,22 @@ class Encoder(nn.Module):
         dropout = self.cfg.attention_dropout if self.training else 0.0
         return use_varlen(device, self.embeddings.word_embeddings.weight.dtype, dropout)
 
-    def _unpadded(
-        self,
-        input_ids: torch.Tensor,  # (B, T)
-        attention_mask: torch.Tensor,  # (B, T)
-        token_type_ids: torch.Tensor,  # (B, T)
-        position_ids: torch.Tensor | None,  # (B, T)
-        keep: torch.Tensor,  # (B, 1, 1, T) or (B, 1, T, T)
-        output_mask: torch.Tensor | None,  # (B, T) bool, selected positions (real tokens)
-    ) -> torch.Tensor:  # (B, T, H), zeros at the padding; or (M, H) with output_mask
-        """The pad tokens are removed once, before the embeddings: every Linear, LayerNorm and
-        activation runs on the n real tokens (n, H). Attention: a varlen kernel on CUDA; on CPU,
-        SDPA over length buckets of the rows, each padded to its own longest row."""
-        B, T = input_ids.shape
-        idx = attention_mask.flatten().nonzero().squeeze(1)  # (n,)
-        real = Unpadded(idx, B, T)
+    def _layout(self, attention_mask: torch.Tensor, keep: torch.Tensor) -> Layout:
+        """Padded (every slot), or the real tokens only (``unpad`` and some padding): attention
+        by the varlen kernel on CUDA; on CPU, SDPA over length buckets of the rows, each padded
+        to its own longest row."""
+        B, T = attention_mask.shape
+        lay = Layout(B, T, keep, self.attn_impl)
+        if not self.unpad or bool(attention_mask.all()):
+            return lay
+        lay.idx = attention_mask.flatten().nonzero().squeeze(1)  # (n,)
         lengths = attention_mask.sum(1)  # (B,) real tokens per row, in ``idx`` order
-        if self._use_varlen(input_ids.device, keep):
-            cu = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
-            real = Unpadded(idx, B, T, cu, int(lengths.max()))
-        elif input_ids.device.type == "cpu" and keep.size(2) == 1:  # no packed segments
-            real = bucketed(real, lengths.tolist())
-        if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
-        ids = (input_ids, token_type_ids, position_ids)
-        flat = [t.flatten().index_select(0, real.idx)[None] for t in ids]  # (1, n) each
-        x = self.embeddings(*flat)[0]  # (n, H)
-        last = len(self.layers) - 1 if output_mask is not None else len(self.layers)
-        for layer in self.layers[:last]:
-            x = layer.forward_unpadded(x, keep, self.attn_impl, real)
-        if output_mask is None:
-            return real.pad(x).view(B, T, -1)
-        rows, cols = output_mask.nonzero(as_tuple=True)
-        # Each selected (real) token's row in the (n, H) layout: real tokens counted so far.
-        in_real = attention_mask.flatten().long().cumsum(0)[rows * T + cols] - 1  # (M,)
-        if last < 0 or rows.numel() == 0:
-            return x.index_select(0, in_real)
-        sel = selection(output_mask, rows, cols, in_real)
-        return self.layers[last].forward_selected(x, keep, self.attn_impl, sel, real)
+        if self._use_varlen(attention_mask.device, keep):
+            lay.cu = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+            lay.longest = int(lengths.max())
+        elif attention_mask.device.type == "cpu" and keep.size(2) == 1:  # no packed segments
+            lay = bucketed(lay, lengths.tolist())
+        return lay
 
 
 def fsdp_units() -> set[type[nn.Module]]:

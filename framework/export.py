@@ -36,7 +36,7 @@ def export_hf(module: TaskModule, tokenizer: Any, out_dir: str | Path) -> Path:
     except ValueError as e:
         raise UserError(f"no Hugging Face export: {e}") from None
     hf_encoder_state = tasklight_to_hf(
-        enc.state_dict(), enc.cfg.num_layers, enc.cfg.position_offset
+        enc.state_dict(), enc.cfg, position_offset=enc.cfg.position_offset
     )
     exported = module.task.hf_export(hf_encoder_config, hf_encoder_state, module.head)
     if exported is None:

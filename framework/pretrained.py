@@ -97,7 +97,7 @@ def load_pretrained(
         cfg = dataclasses.replace(cfg, **overrides)
     encoder = Encoder(cfg, attn_impl=attn_impl)
     try:
-        ours, rest = hf_to_tasklight(read_state_dict(weights), cfg.num_layers, model_type)
+        ours, rest = hf_to_tasklight(read_state_dict(weights), cfg, model_type)
     except KeyError as e:
         raise UserError(f"{weights} is not a {model_type} checkpoint: missing tensor {e}") from e
     encoder.load_state_dict(ours, strict=True)

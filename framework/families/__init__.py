@@ -21,6 +21,29 @@ import torch
 from framework.errors import UserError
 
 State = dict[str, torch.Tensor]
+Source = str | tuple[str, ...]  # one tensor name, or several concatenated on dim 0 (q, k, v)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Where a family's checkpoints keep each module of ``framework.encoder.Encoder``: ours ->
+    theirs, for the modules outside the layers (``top``) and in layer i (``layer_prefix``
+    formatted with i, then ``layer``). A tuple of sources is one of our fused Linears (q, k, v;
+    a gated MLP's activated and linear halves), split back in equal parts on export; a source
+    ``name@k/n`` is the k-th of n equal parts (dim 0) of their tensor ``name``."""
+
+    top: dict[str, Source]
+    layer_prefix: str
+    layer: dict[str, Source]
+
+    def theirs(self, module: str) -> Source:
+        """Their name(s) of our module ``module`` (``layers.3.qkv``, ``embeddings.norm``)."""
+        if module.startswith("layers."):
+            _, i, name = module.split(".", 2)
+            pre = self.layer_prefix.format(i=i)
+            source = self.layer[name]
+            return pre + source if isinstance(source, str) else tuple(pre + s for s in source)
+        return self.top[module]
 
 
 @dataclass(frozen=True)
@@ -29,11 +52,15 @@ class Family:
     prefix: str  # key prefix of the family's ...For* classes (their base_model_prefix)
     # config.json dict -> EncoderConfig fields
     encoder_config: Callable[[dict], dict]
-    # the family's keys (prefix removed) -> BertModel keys; None: BERT's names already
+    # the family's keys (prefix removed) -> BertModel keys; None: ``names`` reads them as they are
     to_bert_keys: Callable[[State, int], State] | None = None
     # where its masked-LM checkpoints keep the head: (dense, LayerNorm, output bias, decoder
     # weight) key prefixes; None: no masked-LM head of its own
     mlm_head: tuple[str, str, str, str] | None = None
+    # its tensor names (after ``to_bert_keys``); None: BERT's (``framework.families.bert``)
+    names: Names | None = None
+    # more key prefixes its checkpoints use (GTE's hub files: ``new.``)
+    aliases: tuple[str, ...] = ()
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from framework.families import Family, register_family
+from framework.families import Family, Names, register_family
 
 
 def bert_fields(hf: dict) -> dict:
@@ -22,6 +22,25 @@ def bert_fields(hf: dict) -> dict:
         "initializer_range": hf.get("initializer_range", 0.02),
     }
 
+
+BERT_NAMES = Names(
+    top={
+        "embeddings.word_embeddings": "embeddings.word_embeddings",
+        "embeddings.position_embeddings": "embeddings.position_embeddings",
+        "embeddings.token_type_embeddings": "embeddings.token_type_embeddings",
+        "embeddings.norm": "embeddings.LayerNorm",
+        "embeddings.project": "embeddings_project",  # ELECTRA-small's factorised embeddings
+    },
+    layer_prefix="encoder.layer.{i}.",
+    layer={
+        "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
+        "attn_out": "attention.output.dense",
+        "attn_norm": "attention.output.LayerNorm",
+        "mlp_in": "intermediate.dense",
+        "mlp_out": "output.dense",
+        "mlp_norm": "output.LayerNorm",
+    },
+)
 
 BERT_MLM_HEAD = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
                  "cls.predictions.bias", "cls.predictions.decoder.weight")  # fmt: skip

@@ -55,14 +55,14 @@ def test_random_bert_parity_and_roundtrip(act, tokenizer):
     theirs = BertModel(hf_cfg, add_pooling_layer=False).eval()
     cfg = config_from_hf(hf_cfg.to_dict())
     ours = Encoder(cfg).eval()
-    state, rest = hf_to_tasklight(theirs.state_dict(), cfg.num_layers)
+    state, rest = hf_to_tasklight(theirs.state_dict(), cfg)
     ours.load_state_dict(state)
     assert rest == {}
     ids, mask, types = _batch(tokenizer)
     with torch.no_grad():
         diff = ours(ids, mask, types) - theirs(ids, mask, token_type_ids=types).last_hidden_state
     assert diff[mask.bool()].abs().max().item() <= 1e-5
-    back = tasklight_to_hf(ours.state_dict(), cfg.num_layers)
+    back = tasklight_to_hf(ours.state_dict(), cfg)
     for k, v in theirs.state_dict().items():
         if k != "embeddings.position_ids":
             assert torch.equal(back[k], v), k

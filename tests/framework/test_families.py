@@ -1,9 +1,12 @@
-"""RoBERTa, DistilBERT and ELECTRA checkpoints: same outputs as transformers, BERT-layout export."""
+"""Every registered encoder family against transformers: the same outputs on every path of the
+fused encoder (padded, unpadded in length buckets, selected rows, the math reference, varlen with
+a reference kernel), sliding windows included; the continued-pretraining head; exports."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers as tf
 
 from framework.convert import config_to_hf, tasklight_to_hf
@@ -30,12 +33,29 @@ FAMILIES = {
                     dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=40,
                          type_vocab_size=1, pad_token_id=1)),
+    "bert": (tf.BertConfig, tf.BertModel, tf.BertForSequenceClassification,
+             dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=40)),
+    # a window of 4 tokens each side (local_attention 8): the test rows are longer
+    "modernbert": (tf.ModernBertConfig, tf.ModernBertModel, tf.ModernBertForSequenceClassification,
+                   dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4,
+                        num_attention_heads=4, intermediate_size=48, max_position_embeddings=64,
+                        local_attention=8, global_attn_every_n_layers=2, pad_token_id=0,
+                        bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3)),
+    "gte": (tf.GteConfig, tf.GteModel, tf.GteForSequenceClassification,
+            dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64, max_position_embeddings=64, type_vocab_size=1,
+                 pad_token_id=1)),
+    "nomic_bert": (tf.NomicBertConfig, tf.NomicBertModel, tf.NomicBertForSequenceClassification,
+                   dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)),
     # ELECTRA-small's shape: embeddings smaller than the hidden size, then a projection
     "electra_small": (tf.ElectraConfig, tf.ElectraModel, tf.ElectraForPreTraining,
                       dict(vocab_size=VOCAB, embedding_size=16, hidden_size=32,
                            num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                            max_position_embeddings=40)),
 }  # fmt: skip
+FAMILY_TYPES = {config_cls.model_type for config_cls, *_ in FAMILIES.values()}
 
 
 def _checkpoint(tmp_path, name: str, prefixed: bool):
@@ -91,7 +111,7 @@ def test_family_exports_as_bert_with_the_same_outputs(tmp_path, name):
     path, theirs, config = _checkpoint(tmp_path, name, prefixed=False)
     ours, _ = load_pretrained(str(path))
     bert = tf.BertModel(tf.BertConfig(**config_to_hf(ours.cfg), **SMALL), add_pooling_layer=False)
-    state = tasklight_to_hf(ours.state_dict(), ours.cfg.num_layers, ours.cfg.position_offset)
+    state = tasklight_to_hf(ours.state_dict(), ours.cfg, position_offset=ours.cfg.position_offset)
     bert.load_state_dict(state, strict=False)  # no position_ids buffer in our state
     ids, mask = _batch(config.pad_token_id)
     with torch.no_grad():
@@ -153,8 +173,8 @@ def test_continued_pretraining_keeps_the_checkpoints_mlm_head(tmp_path, family, 
 def test_every_registered_family_is_tested_here():
     from framework.families import load_families
 
-    tested = {config_cls.model_type for config_cls, *_ in FAMILIES.values()} | {"bert"}
-    assert set(load_families()) == tested  # BERT: tests/framework/test_encoder.py
+    tested = {config_cls.model_type for config_cls, *_ in FAMILIES.values()}
+    assert set(load_families()) == tested
 
 
 @pytest.mark.parametrize("model_type, hint", [("deberta-v2", ""), ("roberte", "did you mean")])
@@ -164,4 +184,75 @@ def test_another_model_type_is_one_line_naming_the_families(tmp_path, model_type
         load_pretrained(str(tmp_path))
     message = str(e.value)
     assert f"is a '{model_type}' model" in message and "\n" not in message
-    assert message.endswith("bert, distilbert, electra, roberta, xlm-roberta") and hint in message
+    assert message.endswith(", ".join(sorted(FAMILY_TYPES))) and hint in message
+
+
+def _mixed_batch(pad_id: int, left: bool = False):
+    """16 rows of 1 to 24 tokens (longer than the 4-token window): bucketed on the unpadded
+    path; right padding, or left with ``left``."""
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([24, 3, 17, 1, 9, 22, 5, 12, 2, 20, 7, 15, 4, 24, 6, 11])
+    ids = torch.randint(5, VOCAB, (16, 24), generator=g)
+    mask = (torch.arange(24)[None] < lengths[:, None]).long()
+    if left:
+        mask = mask.flip(1)
+    return ids.masked_fill(mask == 0, pad_id), mask
+
+
+def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(-1, -1)):
+    """FlashAttention's varlen semantics on CPU, per sequence: a sequence's queries are aligned
+    bottom-right with its keys, and ``window_size`` (w, w) keeps keys within w of the query."""
+    out = []
+    for i in range(len(cu_q) - 1):
+        qs, ks = q[cu_q[i] : cu_q[i + 1]], k[cu_k[i] : cu_k[i + 1]]
+        vs = v[cu_k[i] : cu_k[i + 1]]
+        at = torch.arange(len(qs))[:, None] + len(ks) - len(qs)  # each query's key position
+        keep = torch.ones(len(qs), len(ks), dtype=torch.bool)
+        if window_size[0] >= 0:
+            keep = (at - torch.arange(len(ks))[None]).abs() <= window_size[0]
+        a = F.scaled_dot_product_attention(*(t.transpose(0, 1) for t in (qs, ks, vs)),
+                                           attn_mask=keep)  # fmt: skip
+        out.append(a.transpose(0, 1))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_path_matches_transformers(tmp_path, name, monkeypatch):
+    """Padded (sdpa and math), unpadded in length buckets, selected rows (padded and unpadded),
+    and the varlen plumbing with a reference kernel: all within 1e-5 of transformers."""
+    import framework.attention as attention
+    from framework.attention import length_buckets
+    from framework.encoder import Encoder
+
+    path, theirs, config = _checkpoint(tmp_path, name, prefixed=False)
+    ours, _ = load_pretrained(str(path))
+    ours.eval()
+    ids, mask = _mixed_batch(config.pad_token_id)
+    assert len(length_buckets(mask.sum(1).tolist())) > 1  # the unpadded path buckets this batch
+    with torch.no_grad():
+        ref = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    selected = real & (torch.rand(mask.shape, generator=torch.Generator().manual_seed(3)) < 0.3)
+    selected[:, 0] = True
+
+    def check(impl: str, unpad: bool) -> None:
+        ours.attn_impl, ours.unpad = impl, unpad
+        with torch.no_grad():
+            out = ours(ids, mask)
+            part = ours(ids, mask, output_mask=selected)
+        assert (out[real] - ref[real]).abs().max().item() <= 1e-5, (impl, unpad)
+        assert (part - ref[selected]).abs().max().item() <= 1e-5, (impl, unpad, "selected")
+
+    for impl in ("sdpa", "math"):
+        for unpad in (False, True):
+            check(impl, unpad)
+    monkeypatch.setattr(attention, "VARLEN", _reference_varlen)
+    monkeypatch.setattr(Encoder, "_use_varlen", lambda self, device, keep: True)
+    check("sdpa", True)
+    if name in ("roberta", "xlm-roberta", "modernbert"):  # left padding
+        left_ids, left_mask = _mixed_batch(config.pad_token_id, left=True)
+        ours.unpad = False
+        with torch.no_grad():
+            a = ours(left_ids, left_mask)
+            b = theirs(input_ids=left_ids, attention_mask=left_mask).last_hidden_state
+        assert (a[left_mask.bool()] - b[left_mask.bool()]).abs().max().item() <= 1e-5
