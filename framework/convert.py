@@ -34,6 +34,22 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
             f"an encoder with factorised embeddings (embedding_size {cfg.embedding_size} != "
             f"hidden_size {cfg.hidden_size}, ELECTRA-small) has no BERT layout to export to"
         )
+    biases = (cfg.attention_bias, cfg.mlp_in_bias, cfg.mlp_out_bias, cfg.norm_bias)
+    switches = {
+        "pre_norm": cfg.pre_norm,
+        "gated_mlp": cfg.gated_mlp,
+        "rotary": cfg.rotary,
+        "a sliding window": cfg.sliding_window and cfg.global_every > 1,
+        "final_norm": cfg.final_norm,
+        "no biases": not all(biases),
+        "type_vocab_size=0": cfg.type_vocab_size == 0,
+    }
+    if any(switches.values()):
+        on = ", ".join(name for name, value in switches.items() if value)
+        raise ValueError(
+            f"an encoder with {on} has no BERT layout to export to (only a family with a "
+            "layout of its own exports these: framework.families)"
+        )
     return {
         "model_type": "bert",
         "vocab_size": cfg.vocab_size,

@@ -105,7 +105,7 @@ MODERN = dict(pre_norm=True, gated_mlp=True, attention_bias=False, mlp_in_bias=F
               mlp_out_bias=False, norm_bias=False, rotary=True, rope_theta=160000.0,
               local_rope_theta=10000.0, sliding_window=64, global_every=3, final_norm=True,
               type_vocab_size=0, layer_norm_eps=1e-5, hidden_dropout=0.0,
-              max_position_embeddings=8192)  # fmt: skip
+              max_position_embeddings=8192, family="modernbert")  # fmt: skip
 
 PRESETS: dict[str, EncoderConfig] = {
     # 2 layers, hidden 64: the test model. Vocabulary of the uncased BERT tokenizer.
@@ -119,6 +119,18 @@ PRESETS: dict[str, EncoderConfig] = {
     # A ModernBERT block at BERT-mini size (6 layers: two global), for CPU pretraining.
     "modern_mini": EncoderConfig(
         hidden_size=256, num_layers=6, num_heads=4, intermediate_size=384, **MODERN
+    ),
+    # GTE's block (post-norm, rotary, GeGLU) at the test size.
+    "gte_tiny": EncoderConfig(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=96,
+        gated_mlp=True,
+        mlp_in_bias=False,
+        rotary=True,
+        rope_theta=160000.0,
+        family="gte",
     ),
     # ModernBERT's test shape: 3 layers, hidden 64, a window of 4 each side.
     "modern_tiny": EncoderConfig(

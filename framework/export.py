@@ -6,9 +6,11 @@ declares none (``Task.hf_export`` returns None), holds the encoder alone (``Auto
 ``BertModel``) and the head stays in the run's checkpoints. It is written to a temporary sibling
 first and renamed, so a crash never leaves a half-written export.
 
-Every export is BERT-layout (``BertFor...``), whatever family the encoder came from: RoBERTa and
-DistilBERT weights convert exactly (``framework.convert.config_to_hf``); an ELECTRA-small-style
-encoder (factorised embeddings) has no BERT layout and is not exported.
+The BERT-shaped families export as BERT (``BertFor...``): RoBERTa and DistilBERT weights
+convert exactly (``framework.convert.config_to_hf``); an ELECTRA-small-style encoder (factorised
+embeddings) has no BERT layout and is not exported. A family with a layout of its own
+(``Family.hf_config``: ModernBERT, GTE, NomicBERT) exports in it: its class for the task
+(``Family.classes``), or its base model when it has none for the task's head.
 """
 
 from __future__ import annotations
@@ -19,34 +21,76 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig
 
 from framework.convert import config_to_hf, tasklight_to_hf
 from framework.errors import UserError
+from framework.families import Family, get_family
 from framework.module import TaskModule
+
+
+def _assemble(module: TaskModule) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config.json dict, state dict) of the export: the task's ``BertFor...`` (``hf_export``),
+    as it is for the BERT-shaped families, or renamed into the family's own layout (its class,
+    key prefix, tensor and head names); the encoder alone when there is no such class."""
+    enc, task = module.encoder, module.task
+    fam = get_family(enc.cfg.family)
+    try:
+        own = fam.hf_config is not None
+        hf_config = fam.hf_config(enc.cfg) if own else config_to_hf(enc.cfg)
+    except ValueError as e:
+        raise UserError(f"no Hugging Face export: {e}") from None
+    state = enc.state_dict()
+    if own:  # the task sees our names under ``bert.``; ``_renamed`` renames them
+        base, base_class = tasklight_to_hf(state, enc.cfg, fam.names), fam.classes["BertModel"]
+    else:
+        state = tasklight_to_hf(state, enc.cfg, position_offset=enc.cfg.position_offset)
+        base, base_class = state, "BertModel"
+    exported = task.hf_export(hf_config, state, module.head)
+    why = f"task {task.name!r} declares no transformers AutoModelFor... class"
+    if exported is not None and own:
+        arch = exported[0]["architectures"][0]
+        if arch == "BertModel":  # the encoder alone (keys without a prefix)
+            exported = {**exported[0], "architectures": [base_class]}, base
+        elif arch in fam.classes:
+            exported = _renamed(exported, fam, enc.cfg)
+        else:
+            why, exported = f"{enc.cfg.family} has no counterpart of {arch} for its heads", None
+    if exported is None:
+        warnings.warn(
+            f"{why}: the export holds the encoder ({base_class}, AutoModel) and the tokenizer; "
+            "the task head stays in checkpoints/",
+            stacklevel=3,
+        )
+        return {**hf_config, "architectures": [base_class]}, base
+    return exported
+
+
+def _renamed(exported: tuple[dict, dict], fam: Family, cfg: Any) -> tuple[dict, dict]:
+    """A task's ``BertFor...`` export over our encoder names, in ``fam``'s own layout."""
+    config, state = exported
+    config = {**config, "architectures": [fam.classes[config["architectures"][0]]]}
+    ours = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+    encoder = {k: v for k, v in ours.items() if not k.startswith("pooler.")}
+    out = {f"{fam.prefix}.{k}": v for k, v in tasklight_to_hf(encoder, cfg, fam.names).items()}
+    for key, value in state.items():
+        if key.startswith("bert.") and key.removeprefix("bert.") in encoder:
+            continue
+        for bert, theirs in fam.heads.items():
+            if key.startswith(bert):
+                key = theirs + key.removeprefix(bert)
+                break
+        out[key] = value
+    return config, out
 
 
 def export_hf(module: TaskModule, tokenizer: Any, out_dir: str | Path) -> Path:
     """Write ``module`` as a Hugging Face model directory at ``out_dir`` (replacing it)."""
     out_dir = Path(out_dir)
-    enc = module.encoder
-    try:
-        hf_encoder_config = config_to_hf(enc.cfg)
-    except ValueError as e:
-        raise UserError(f"no Hugging Face export: {e}") from None
-    hf_encoder_state = tasklight_to_hf(
-        enc.state_dict(), enc.cfg, position_offset=enc.cfg.position_offset
-    )
-    exported = module.task.hf_export(hf_encoder_config, hf_encoder_state, module.head)
-    if exported is None:
-        warnings.warn(
-            f"task {module.task.name!r} declares no transformers AutoModelFor... class: the export "
-            f"holds the encoder (AutoModel) and the tokenizer; its head stays in checkpoints/",
-            stacklevel=2,
-        )
-        exported = {**hf_encoder_config, "architectures": ["BertModel"]}, hf_encoder_state
-    config, state = dict(exported[0]), exported[1]
+    config, state = _assemble(module)
+    config = dict(config)
     hf_config = AutoConfig.for_model(config.pop("model_type"), **config)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))

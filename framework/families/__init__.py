@@ -10,11 +10,13 @@ elsewhere), so adding a family is adding its module (docs/families.md).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -61,6 +63,14 @@ class Family:
     names: Names | None = None
     # more key prefixes its checkpoints use (GTE's hub files: ``new.``)
     aliases: tuple[str, ...] = ()
+    # -- export in its own layout (None: exported as BERT, ``framework.convert.config_to_hf``) --
+    # EncoderConfig -> its config.json dict
+    hf_config: Callable[[Any], dict] | None = None
+    # a task's BERT class (``Task.hf_export``) -> its own; a class missing here: encoder only
+    classes: dict[str, str] = dataclasses.field(default_factory=dict)
+    # a task's BERT head-tensor prefixes -> its own (``bert.`` encoder keys are renamed by
+    # ``names`` under ``prefix``)
+    heads: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -77,5 +77,48 @@ NOMIC_NAMES = Names(
     },
 )
 
-register_family(Family("gte", "gte", gte_fields, names=GTE_NAMES, aliases=("new",)))
-register_family(Family("nomic_bert", "nomic_bert", nomic_fields, names=NOMIC_NAMES))
+
+def rotary_config(model_type: str):
+    """The config.json of a GTE or NomicBERT ``EncoderConfig``: BERT's keys and a rope theta."""
+
+    def config(cfg) -> dict:
+        return {
+            "model_type": model_type,
+            "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.hidden_size,
+            "num_hidden_layers": cfg.num_layers,
+            "num_attention_heads": cfg.num_heads,
+            "intermediate_size": cfg.intermediate_size,
+            "max_position_embeddings": cfg.max_position_embeddings,
+            "type_vocab_size": cfg.type_vocab_size,
+            "layer_norm_eps": cfg.layer_norm_eps,
+            "hidden_act": cfg.hidden_act,
+            "hidden_dropout_prob": cfg.hidden_dropout,
+            "attention_probs_dropout_prob": cfg.attention_dropout,
+            "pad_token_id": cfg.pad_token_id,
+            "initializer_range": cfg.initializer_range,
+            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        }
+
+    return config
+
+
+def _classes(name: str) -> dict[str, str]:
+    tasks = ("ForSequenceClassification", "ForTokenClassification", "ForMaskedLM")
+    return {"BertModel": f"{name}Model", **{f"Bert{t}": f"{name}{t}" for t in tasks}}
+
+
+register_family(
+    Family("gte", "gte", gte_fields, names=GTE_NAMES, aliases=("new",),
+           hf_config=rotary_config("gte"), classes=_classes("Gte"),
+           heads={"bert.pooler.": "gte.pooler.", "cls.predictions.transform.dense.":
+                  "lm_head.dense.", "cls.predictions.transform.LayerNorm.": "lm_head.norm.",
+                  "cls.predictions.decoder.": "lm_head.decoder.",
+                  "cls.predictions.bias": "lm_head.decoder.bias"})
+)  # fmt: skip
+register_family(
+    Family("nomic_bert", "nomic_bert", nomic_fields, names=NOMIC_NAMES,
+           hf_config=rotary_config("nomic_bert"), classes=_classes("NomicBert"),
+           heads={"bert.pooler.": "nomic_bert.pooler.",
+                  "cls.predictions.transform.LayerNorm.": "cls.predictions.transform.layer_norm."})
+)  # fmt: skip

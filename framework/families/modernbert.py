@@ -67,4 +67,54 @@ MODERNBERT_NAMES = Names(
     },
 )
 
-register_family(Family("modernbert", "model", modernbert_fields, names=MODERNBERT_NAMES))
+
+def modernbert_config(cfg) -> dict:
+    """``ModernBertConfig`` dict of an ``EncoderConfig`` (the inverse of ``modernbert_fields``)."""
+    if cfg.mlp_in_bias != cfg.mlp_out_bias:
+        raise ValueError("ModernBERT has one mlp_bias: mlp_in_bias and mlp_out_bias must agree")
+    return {
+        "model_type": "modernbert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_activation": cfg.hidden_act,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "initializer_range": cfg.initializer_range,
+        "norm_eps": cfg.layer_norm_eps,
+        "norm_bias": cfg.norm_bias,
+        "attention_bias": cfg.attention_bias,
+        "mlp_bias": cfg.mlp_in_bias,
+        "attention_dropout": cfg.attention_dropout,
+        "mlp_dropout": cfg.hidden_dropout,
+        "embedding_dropout": cfg.hidden_dropout,
+        "pad_token_id": cfg.pad_token_id,
+        # ModernBERT's own special tokens, where the vocabulary has them (a trained one may not)
+        **{
+            f"{name}_token_id": (i if i < cfg.vocab_size else None)
+            for name, i in (("bos", 50281), ("cls", 50281), ("eos", 50282), ("sep", 50282))
+        },
+        "local_attention": 2 * cfg.sliding_window,
+        "global_attn_every_n_layers": cfg.global_every,
+        "layer_types": [
+            "sliding_attention" if cfg.window(i) else "full_attention"
+            for i in range(cfg.num_layers)
+        ],
+        "rope_parameters": {
+            "full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+            "sliding_attention": {
+                "rope_type": "default",
+                "rope_theta": cfg.local_rope_theta or cfg.rope_theta,
+            },
+        },
+    }
+
+
+# Its task heads (dense, activation and norm before the classifier, no pooler) are not the
+# tasks' BERT heads: a task's export holds the encoder (ModernBertModel) and the head stays in
+# the run's checkpoints.
+register_family(
+    Family("modernbert", "model", modernbert_fields, names=MODERNBERT_NAMES,
+           hf_config=modernbert_config, classes={"BertModel": "ModernBertModel"})
+)  # fmt: skip

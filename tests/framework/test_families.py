@@ -256,3 +256,42 @@ def test_every_path_matches_transformers(tmp_path, name, monkeypatch):
             a = ours(left_ids, left_mask)
             b = theirs(input_ids=left_ids, attention_mask=left_mask).last_hidden_state
         assert (a[left_mask.bool()] - b[left_mask.bool()]).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["modernbert", "gte", "nomic_bert"])
+def test_family_exports_in_its_own_layout(tmp_path, name, tokenizer):
+    """The export is the family's own class and layout: its config reads back into the same
+    EncoderConfig, and transformers' model gives our logits (GTE, NomicBERT: their
+    ...ForSequenceClassification) or our hidden states (ModernBERT: its base model; its heads
+    are not BERT's)."""
+    import warnings
+
+    from framework.convert import config_from_hf
+    from framework.families import get_family
+    from framework.module import TaskModule
+    from tasks.classification import Classification
+
+    path, _, config = _checkpoint(tmp_path, name, prefixed=False)
+    encoder, _ = load_pretrained(str(path))
+    fam = get_family(name)
+    assert config_from_hf(fam.hf_config(encoder.cfg)) == encoder.cfg
+    task = Classification(labels=["a", "b", "c"])
+    module = TaskModule(encoder, task, task.build_head(32, {})).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = export_hf(module, tokenizer, tmp_path / "export")
+    arch = tf.AutoConfig.from_pretrained(out).architectures[0]
+    theirs = getattr(tf, arch).from_pretrained(out, **SMALL).eval()
+    ids, mask = _mixed_batch(config.pad_token_id)
+    with torch.no_grad():
+        if name == "modernbert":
+            assert arch == "ModernBertModel" and any("no counterpart" in str(w.message)
+                                                     for w in caught)  # fmt: skip
+            a, b = encoder(ids, mask), theirs(input_ids=ids, attention_mask=mask)
+            assert (a[mask.bool()] - b.last_hidden_state[mask.bool()]).abs().max() <= 1e-4
+        else:
+            assert arch == fam.classes["BertForSequenceClassification"]
+            batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.zeros(16).long()}
+            a = module(batch).logits
+            b = theirs(input_ids=ids, attention_mask=mask).logits
+            assert a.shape == (16, 3) and (a - b).abs().max().item() <= 1e-4

@@ -16,12 +16,22 @@ import transformers
 import tasks  # noqa: F401  (registers the shipped tasks)
 from framework.encoder import Encoder, preset
 from framework.export import export_hf
+from framework.families import get_family
 from framework.module import TaskModule
 from framework.registry import get_task
 from framework.task import Task
 
+# One encoder per family layout: BERT's, ModernBERT's (pre-norm, GeGLU, rotary, a 4-token
+# window on 2 of its 3 layers) and GTE's (post-norm, rotary, GeGLU; exports in its own layout).
+ENCODERS = ["tiny", "modern_tiny", "gte_tiny"]
 
-def _build(name: str, tokenizer, seed: int = 0, n: int = 8):
+
+@pytest.fixture(params=ENCODERS, scope="module")
+def encoder_preset(request) -> str:
+    return request.param
+
+
+def _build(name: str, tokenizer, seed: int = 0, n: int = 8, encoder: str = "tiny"):
     task = get_task(name)()
     try:
         rows = task.synthetic_rows(n, seed=0)
@@ -34,13 +44,15 @@ def _build(name: str, tokenizer, seed: int = 0, n: int = 8):
     features = [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
     batch = task.collate(features, pad_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    encoder = Encoder(preset("tiny", vocab_size=len(tokenizer)))
+    encoder = Encoder(
+        preset(encoder, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    )
     head = task.build_head(encoder.cfg.hidden_size, {})
     return TaskModule(encoder, task, head), batch
 
 
-def test_loss_is_finite_and_gradients_flow(task_name, tokenizer):
-    module, batch = _build(task_name, tokenizer)
+def test_loss_is_finite_and_gradients_flow(task_name, encoder_preset, tokenizer):
+    module, batch = _build(task_name, tokenizer, encoder=encoder_preset)
     out = module(batch)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     out.loss.backward()
@@ -49,8 +61,8 @@ def test_loss_is_finite_and_gradients_flow(task_name, tokenizer):
     assert missing == []
 
 
-def test_overfits_one_small_batch(task_name, tokenizer):
-    module, batch = _build(task_name, tokenizer)
+def test_overfits_one_small_batch(task_name, encoder_preset, tokenizer):
+    module, batch = _build(task_name, tokenizer, encoder=encoder_preset)
     module.train()
     opt = torch.optim.AdamW(module.parameters(), lr=2e-3)
     first = None
@@ -68,11 +80,11 @@ def test_overfits_one_small_batch(task_name, tokenizer):
     assert final < 0.3 * first, (first, final)
 
 
-def test_save_load_same_predictions(task_name, tokenizer, tmp_path):
-    module, batch = _build(task_name, tokenizer, seed=0)
+def test_save_load_same_predictions(task_name, encoder_preset, tokenizer, tmp_path):
+    module, batch = _build(task_name, tokenizer, seed=0, encoder=encoder_preset)
     module.eval()
     torch.save(module.state_dict(), tmp_path / "m.pt")
-    other, _ = _build(task_name, tokenizer, seed=1)
+    other, _ = _build(task_name, tokenizer, seed=1, encoder=encoder_preset)
     other.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
     other.eval()
     with torch.no_grad():
@@ -82,10 +94,10 @@ def test_save_load_same_predictions(task_name, tokenizer, tmp_path):
     assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
-def test_decode_gives_one_json_record_per_row(task_name, tokenizer):
+def test_decode_gives_one_json_record_per_row(task_name, encoder_preset, tokenizer):
     import json
 
-    module, batch = _build(task_name, tokenizer)
+    module, batch = _build(task_name, tokenizer, encoder=encoder_preset)
     module.eval()
     with torch.no_grad():
         decoded = module.decode_predictions([module.predict_step(batch, 0)])
@@ -106,29 +118,38 @@ def test_is_a_task_with_declared_hooks_only(task_name):
     assert all(not n.startswith(("on_", "hf_", "prepare", "tie")) for n in extra), extra
 
 
-def test_hf_export_loads_in_transformers_with_same_logits(task_name, tokenizer, tmp_path):
-    module, batch = _build(task_name, tokenizer)
+def test_hf_export_loads_in_transformers_with_same_logits(
+    task_name, encoder_preset, tokenizer, tmp_path
+):
+    module, batch = _build(task_name, tokenizer, encoder=encoder_preset)
     module.eval()
     head_class = type(module.task).hf_export is not Task.hf_export  # an AutoModelFor... class
+    family = get_family(module.encoder.cfg.family)
+    if head_class and family.hf_config is not None:  # a family with a layout of its own
+        bert_class = module.task.hf_export({}, {}, module.head)[0]["architectures"][0]
+        head_class = bert_class in family.classes
     if head_class:
         out_dir = export_hf(module, tokenizer, tmp_path / "export")
     else:  # the encoder alone, said in a warning
-        with pytest.warns(UserWarning, match="declares no transformers AutoModelFor"):
+        with pytest.warns(UserWarning, match="declares no transformers|has no counterpart"):
             out_dir = export_hf(module, tokenizer, tmp_path / "export")
     config = transformers.AutoConfig.from_pretrained(out_dir)
     hf_cls = getattr(transformers, config.architectures[0])
     hf = hf_cls.from_pretrained(out_dir, attn_implementation="eager").eval()
     with torch.no_grad():
         prepared = module.prepare(batch)  # what the encoder sees (e.g. masked tokens)
-        output = hf(**module.task.hf_inputs(prepared))
         if head_class:
+            output = hf(**module.task.hf_inputs(prepared))
             ours = module(batch).logits
             theirs = module.task.hf_outputs(output, prepared)
-        else:
-            mask = prepared["attention_mask"].bool()
-            ids, types = prepared["input_ids"], prepared.get("token_type_ids")
-            ours = module.encoder(ids, prepared["attention_mask"], types)[mask]
-            theirs = output.last_hidden_state[mask]
+        else:  # the encoder alone, on (rows, T) inputs (a multiple-choice batch is 3-D)
+            inputs = {k: v.flatten(0, -2) for k, v in module.task.hf_inputs(prepared).items()}
+            if not getattr(hf.config, "type_vocab_size", 0):  # ModernBERT: no segments
+                inputs.pop("token_type_ids", None)
+            mask = inputs["attention_mask"].bool()
+            ids, types = inputs["input_ids"], inputs.get("token_type_ids")
+            ours = module.encoder(ids, inputs["attention_mask"], types)[mask]
+            theirs = hf(**inputs).last_hidden_state[mask]
     assert ours.shape == theirs.shape
     assert (ours - theirs).abs().max().item() <= 1e-4
     assert transformers.AutoTokenizer.from_pretrained(out_dir)("hi")["input_ids"][0] == 101
