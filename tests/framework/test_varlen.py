@@ -88,9 +88,12 @@ def test_varlen_kernel_is_chosen_under_bf16_autocast():
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("select", [False, True])
-def test_varlen_bf16_matches_padded_fp32(select):
+@pytest.mark.parametrize("name", ["small", "modern_tiny"])  # modern_tiny: a 4-token window
+def test_varlen_bf16_matches_padded_fp32(select, name):
+    """The kernel (its ``window_size`` on ModernBERT's windowed layers, rows of 12 and 9
+    tokens) in bf16 against the padded fp32 path."""
     torch.manual_seed(0)
-    model = Encoder(preset("small", hidden_dropout=0.0)).cuda().train()
+    model = Encoder(preset(name, hidden_dropout=0.0)).cuda().train()
     ids, mask = _batch("cuda")
     selected = torch.zeros_like(mask, dtype=torch.bool)
     selected[:, 0] = True
@@ -102,9 +105,9 @@ def test_varlen_bf16_matches_padded_fp32(select):
     calls = []
     real_kernel = enc.VARLEN
 
-    def counting(*args):
-        calls.append(1)
-        return real_kernel(*args)
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("window_size"))
+        return real_kernel(*args, **kwargs)
 
     enc.VARLEN = counting
     try:
@@ -114,6 +117,8 @@ def test_varlen_bf16_matches_padded_fp32(select):
         enc.VARLEN = real_kernel
     out = out if select else out[mask.bool()]
     assert calls, "the varlen kernel did not run"
+    if name == "modern_tiny":
+        assert (4, 4) in calls  # the windowed layers ran in the kernel
     err = (out.float() - ref).abs().max().item()
     assert err <= 5e-2 * max(1.0, ref.abs().max().item()), err
     out.float().square().sum().backward()  # gradients flow through the kernel
