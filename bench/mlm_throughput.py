@@ -66,7 +66,7 @@ def main() -> None:
 
     from framework.encoder import Encoder, preset
     from framework.export import export_hf
-    from framework.module import TaskModule
+    from framework.module import assemble
     from framework.timing import gemm_flops_per_token
     from tasks.mlm import MaskedLM
 
@@ -94,7 +94,7 @@ def main() -> None:
     ]
     assert all(b["input_ids"].shape == (a.batch_size, a.length) for b in ours_batches)
     encoder = Encoder(preset(a.preset, vocab_size=len(tokenizer)))
-    module = TaskModule(encoder, task, task.build_head(encoder.cfg.hidden_size, {})).train()
+    module = assemble(encoder, task).train()
 
     # The baseline starts from the same weights (our export is a BertForMaskedLM).
     with tempfile.TemporaryDirectory() as tmp:

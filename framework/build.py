@@ -58,7 +58,7 @@ def build_data(cfg: DictConfig) -> tuple:
 
 def build(cfg: DictConfig) -> tuple:
     """(tokenizer, datamodule with encoded splits, module) as configured; nothing trained."""
-    from framework.module import TaskModule
+    from framework.module import assemble
     from framework.pretrained import build_encoder
 
     tokenizer, datamodule = build_data(cfg)
@@ -89,6 +89,5 @@ def build(cfg: DictConfig) -> tuple:
             f"data.max_length={datamodule.max_length} exceeds the model's {positions} "
             "positions; lower data.max_length"
         )
-    head = task.build_head(encoder.cfg.hidden_size, extra)
-    module = TaskModule(encoder, task, head, **cfg.optim)
+    module = assemble(encoder, task, extra, **cfg.optim)
     return tokenizer, datamodule, module

@@ -22,6 +22,8 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 
 from framework.encoder import Encoder
 from framework.errors import UserError
+from framework.families import get_family
+from framework.heads import HeadStyle
 from framework.task import Batch, Prediction, StepOutput, Task
 
 # Devices with torch's fused AdamW kernel (torch >= 2.4). torch checks only at the first step.
@@ -284,3 +286,21 @@ class TaskModule(L.LightningModule):
         else:  # time-limited run with no step or epoch limit: warm up, then hold
             sched = get_constant_schedule_with_warmup(opt, 100)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def assemble(
+    encoder: Encoder,
+    task: Task,
+    pretrained: dict[str, torch.Tensor] | None = None,
+    **optim: Any,
+) -> TaskModule:
+    """The one place encoder, task head and module are put together: the task learns the
+    head style of the encoder's family, builds its head (``pretrained``: the checkpoint's other
+    tensors, a pooler or masked-LM head to start from) and both go into a ``TaskModule``."""
+    family, cfg = get_family(encoder.cfg.family), encoder.cfg
+    if family.head_style is not None:
+        task.head_style = family.head_style(cfg)
+    else:  # BERT's, with the encoder's activation and norm eps (as BertPredictionHeadTransform)
+        task.head_style = HeadStyle(act=cfg.hidden_act, norm_eps=cfg.layer_norm_eps)
+    head = task.build_head(encoder.cfg.hidden_size, pretrained or {})
+    return TaskModule(encoder, task, head, **optim)

@@ -105,7 +105,7 @@ def load_run(
     """
     from transformers import AutoTokenizer
 
-    from framework.module import TaskModule
+    from framework.module import assemble
     from framework.pretrained import build_encoder
     from framework.registry import (
         build_task,
@@ -158,8 +158,7 @@ def load_run(
     else:
         encoder, _ = build_encoder(m.name_or_path, m.preset, **sizes)
     encoder.unpad = bool(m.get("unpad", False))
-    head = task.build_head(encoder.cfg.hidden_size, {})
-    module = TaskModule(encoder, task, head)
+    module = assemble(encoder, task)
     module.load_state_dict(state["state_dict"])
     return tokenizer, module.eval()
 

@@ -32,6 +32,7 @@ from torch import nn
 from torchmetrics import Metric, MetricCollection
 
 from framework.errors import UserError
+from framework.heads import BERT_HEADS, HeadStyle
 
 Batch = dict[str, torch.Tensor]
 Prediction = dict[str, torch.Tensor]  # tensors with one leading entry per feature (or per item)
@@ -63,6 +64,9 @@ class Task(ABC):
     file_suffixes: ClassVar[tuple[str, ...]] = ()
     # Features are packed rows of several pieces (``segment_ids``): the data module logs how full.
     packs_rows: ClassVar[bool] = False
+    # What the encoder's family puts before an output layer (BERT's tanh pooler, ModernBERT's
+    # dense + act + norm): set by ``framework.module.assemble`` before ``build_head``.
+    head_style: HeadStyle = BERT_HEADS
 
     # -- data -----------------------------------------------------------------------------------
 

@@ -57,8 +57,9 @@ class Classification(SequenceTask):
         label_names: list[str] | None = None,
         positive_label: str | None = None,
         dropout: float = 0.1,
+        pooling: str = "cls",
     ) -> None:
-        super().__init__(text_column, text_pair_column, label_column, dropout)
+        super().__init__(text_column, text_pair_column, label_column, dropout, pooling)
         self.labels = [str(x) for x in labels] if labels is not None else None
         self.label_names = list(label_names) if label_names is not None else None
         self.positive_label = str(positive_label) if positive_label is not None else None
@@ -139,7 +140,7 @@ class Classification(SequenceTask):
         return torch.tensor(values, dtype=torch.long)
 
     def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
-        logits = self.logits(head, hidden)  # (B, C)
+        logits = self.logits(head, hidden, batch)  # (B, C)
         target = batch.get("labels")  # (B,)
         loss = F.cross_entropy(logits, target) if target is not None else None
         return StepOutput(loss, logits, logits.argmax(-1), target)

@@ -257,12 +257,13 @@ class MaskedLM(Task):
     def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
         if self.vocab_size is None:
             raise UserError("the MLM task has no tokenizer yet (encode or use_tokenizer first)")
-        head = MLMHead(hidden_size, self.vocab_size, tied=self.tie_embeddings)
+        head = MLMHead(hidden_size, self.vocab_size, self.tie_embeddings, self.head_style)
         for dense, norm, bias, decoder in _PRETRAINED_HEADS:  # continued pretraining: keep it
-            if f"{dense}.weight" in pretrained:
+            if f"{dense}.weight" in pretrained and f"{norm}.weight" in pretrained:
                 for mine, theirs in ((head.dense, dense), (head.norm, norm)):
                     mine.weight.data.copy_(pretrained[f"{theirs}.weight"])
-                    mine.bias.data.copy_(pretrained[f"{theirs}.bias"])
+                    if mine.bias is not None:  # ModernBERT's have none
+                        mine.bias.data.copy_(pretrained[f"{theirs}.bias"])
                 head.bias.data.copy_(pretrained[bias][: self.vocab_size])
                 if head.decoder is not None and decoder in pretrained:  # an untied checkpoint
                     head.decoder.data.copy_(pretrained[decoder][: self.vocab_size])
@@ -336,10 +337,9 @@ class MaskedLM(Task):
                   "tie_word_embeddings": head.decoder is None}  # fmt: skip
         state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
         p = "cls.predictions."
-        state[f"{p}transform.dense.weight"] = head.dense.weight
-        state[f"{p}transform.dense.bias"] = head.dense.bias
-        state[f"{p}transform.LayerNorm.weight"] = head.norm.weight
-        state[f"{p}transform.LayerNorm.bias"] = head.norm.bias
+        for name, layer in (("dense", head.dense), ("LayerNorm", head.norm)):
+            for param, value in layer.named_parameters():  # ModernBERT's: weights only
+                state[f"{p}transform.{name}.{param}"] = value
         state[f"{p}bias"] = head.bias
         state[f"{p}decoder.weight"] = head.decoder_weight
         state[f"{p}decoder.bias"] = head.bias

@@ -8,23 +8,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from framework.encoder import ACTIVATIONS
 from framework.errors import UserError
 from framework.families import load_families
+from framework.heads import BERT_HEADS, HeadStyle
 
 
 class MLMHead(nn.Module):
-    """BERT's prediction head; the decoder weight is the encoder's word embedding matrix, or
-    (``tied=False``) a matrix of its own."""
+    """BERT's prediction head (dense, GELU, norm; ModernBERT's without biases: ``style``); the
+    decoder weight is the encoder's word embedding matrix, or (``tied=False``) a matrix of its
+    own."""
 
     def __init__(
-        self, hidden_size: int, vocab_size: int, eps: float = 1e-12, tied: bool = True
+        self, hidden_size: int, vocab_size: int, tied: bool = True, style: HeadStyle = BERT_HEADS
     ) -> None:
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dense = nn.Linear(hidden_size, hidden_size, bias=style.dense_bias)
+        self.norm = nn.LayerNorm(hidden_size, eps=style.norm_eps, bias=style.norm_bias)
+        self.act = ACTIVATIONS[style.act]
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         nn.init.normal_(self.dense.weight, std=0.02)
-        nn.init.zeros_(self.dense.bias)
+        if self.dense.bias is not None:
+            nn.init.zeros_(self.dense.bias)
         self.decoder: nn.Parameter | None = None
         if not tied:
             self.decoder = nn.Parameter(torch.empty(vocab_size, hidden_size).normal_(std=0.02))
@@ -49,7 +54,7 @@ class MLMHead(nn.Module):
         return self._embedding[0].weight
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (M, H) -> (M, V)
-        h = self.norm(F.gelu(self.dense(h)))
+        h = self.norm(self.act(self.dense(h)))
         return F.linear(h, self.decoder_weight, self.bias)
 
 

@@ -46,8 +46,9 @@ class MultiLabel(SequenceTask):
         separator: str = ",",
         threshold: float = 0.5,
         dropout: float = 0.1,
+        pooling: str = "cls",
     ) -> None:
-        super().__init__(text_column, text_pair_column, label_column, dropout)
+        super().__init__(text_column, text_pair_column, label_column, dropout, pooling)
         if not 0.0 < threshold < 1.0:
             raise UserError(f"task.threshold must be in (0, 1), got {threshold}")
         if not separator:
@@ -136,7 +137,7 @@ class MultiLabel(SequenceTask):
         return target  # (B, L) multi-hot
 
     def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
-        logits = self.logits(head, hidden)  # (B, L)
+        logits = self.logits(head, hidden, batch)  # (B, L)
         target = batch.get("labels")
         loss = None
         if target is not None:

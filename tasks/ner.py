@@ -24,6 +24,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from framework.errors import UserError
+from framework.heads import Transform
 from framework.readers import CHUNK_ROWS, read_lines, then_blank
 from framework.registry import register_task
 from framework.task import Batch, Prediction, StepOutput, Task, pad, pad_tokens, require_columns
@@ -251,9 +252,13 @@ class NER(Task):
     # -- model ----------------------------------------------------------------------------------
 
     def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
-        head = nn.Sequential(nn.Dropout(self.dropout), nn.Linear(hidden_size, len(self.labels)))
-        nn.init.normal_(head[1].weight, std=0.02)
-        nn.init.zeros_(head[1].bias)
+        """Dropout and a linear layer; ModernBERT's prediction head before them."""
+        layers = [nn.Dropout(self.dropout), nn.Linear(hidden_size, len(self.labels))]
+        if self.head_style.token_transform:
+            layers.insert(0, Transform(hidden_size, self.head_style))
+        head = nn.Sequential(*layers)
+        nn.init.normal_(head[-1].weight, std=0.02)
+        nn.init.zeros_(head[-1].bias)
         return head
 
     def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
@@ -296,8 +301,10 @@ class NER(Task):
             "classifier_dropout": self.dropout,
         }
         state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
-        state["classifier.weight"] = head[1].weight
-        state["classifier.bias"] = head[1].bias
+        if isinstance(head[0], Transform):  # ModernBERT's name for its prediction head
+            state |= {f"head.{k}": v for k, v in head[0].state_dict(keep_vars=True).items()}
+        state["classifier.weight"] = head[-1].weight
+        state["classifier.bias"] = head[-1].bias
         return config, state
 
     def synthetic_rows(self, n: int, seed: int) -> dict[str, list]:

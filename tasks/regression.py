@@ -78,8 +78,9 @@ class Regression(SequenceTask):
         text_pair_column: str | None = None,
         label_column: str = "label",
         dropout: float = 0.1,
+        pooling: str = "cls",
     ) -> None:
-        super().__init__(text_column, text_pair_column, label_column, dropout)
+        super().__init__(text_column, text_pair_column, label_column, dropout, pooling)
 
     num_outputs = 1
 
@@ -107,7 +108,7 @@ class Regression(SequenceTask):
         return torch.tensor(values, dtype=torch.float)
 
     def step(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> StepOutput:
-        logits = self.logits(head, hidden)  # (B, 1)
+        logits = self.logits(head, hidden, batch)  # (B, 1)
         preds = logits[:, 0]
         target = batch.get("labels")
         loss = F.mse_loss(preds, target) if target is not None else None

@@ -1,9 +1,11 @@
 """What the sequence-level tasks share (classification, regression, multi-label): one sentence
 (``text``) or a sentence pair (``text`` + ``text_pair``) in, one vector of scores per row out.
 
-Head: BERT's pooler (dense + tanh on the [CLS] vector) then a linear layer, so every export is a
-``BertForSequenceClassification`` (its ``problem_type`` tells transformers which loss). The head
-reads the [CLS] position only (``output_positions``): the encoder's last layer computes that one
+Head: the family's pooler (``framework.heads``: BERT's dense + tanh; ModernBERT's dense, GELU and
+norm) on the [CLS] vector, or (``pooling=mean``) on the mean of the real tokens' outputs, then a
+linear layer; the export is a ``BertForSequenceClassification`` (its ``problem_type`` tells
+transformers which loss), renamed into the family's own class where it has one. A [CLS] head
+reads that position only (``output_positions``): the encoder's last layer computes that one
 query per row.
 """
 
@@ -17,42 +19,61 @@ from typing import Any
 import torch
 from torch import nn
 
+from framework.errors import UserError
+from framework.heads import BERT_HEADS, HeadStyle, Transform
 from framework.task import Batch, Task, pad_tokens, require_columns
 
 
 class PooledHead(nn.Module):
-    def __init__(self, hidden_size: int, num_outputs: int, dropout: float) -> None:
+    """The family's pooler (BERT's tanh, or a ``Transform``), dropout, a linear layer."""
+
+    def __init__(
+        self, hidden_size: int, num_outputs: int, dropout: float, style: HeadStyle = BERT_HEADS
+    ) -> None:
         super().__init__()
-        self.pooler = nn.Linear(hidden_size, hidden_size)
+        self.tanh = style.pooler == "tanh"
+        self.pooler = (
+            nn.Linear(hidden_size, hidden_size) if self.tanh else Transform(hidden_size, style)
+        )
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_outputs)
         for lin in (self.pooler, self.classifier):
-            nn.init.normal_(lin.weight, std=0.02)
-            nn.init.zeros_(lin.bias)
+            if isinstance(lin, nn.Linear):
+                nn.init.normal_(lin.weight, std=0.02)
+                nn.init.zeros_(lin.bias)
 
     @classmethod
     def build(
-        cls, hidden_size: int, num_outputs: int, dropout: float, pretrained: dict[str, torch.Tensor]
+        cls,
+        hidden_size: int,
+        num_outputs: int,
+        dropout: float,
+        pretrained: dict[str, torch.Tensor],
+        style: HeadStyle = BERT_HEADS,
     ) -> PooledHead:
         """A head whose pooler is the checkpoint's trained one when it ships one (BERT)."""
-        head = cls(hidden_size, num_outputs, dropout)
-        if "pooler.dense.weight" in pretrained:
+        head = cls(hidden_size, num_outputs, dropout, style)
+        if head.tanh and "pooler.dense.weight" in pretrained:
             head.pooler.weight.data.copy_(pretrained["pooler.dense.weight"])
             head.pooler.bias.data.copy_(pretrained["pooler.dense.bias"])
         return head
 
     def hf_state(self, hf_encoder_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The ``BertFor...`` state dict: the encoder under ``bert.``, pooler and classifier."""
+        """The ``BertFor...`` state dict: the encoder under ``bert.``, pooler (a ``Transform``:
+        ``head.``, ModernBERT's name) and classifier."""
         state = {f"bert.{k}": v for k, v in hf_encoder_state.items()}
-        state["bert.pooler.dense.weight"] = self.pooler.weight
-        state["bert.pooler.dense.bias"] = self.pooler.bias
+        if self.tanh:
+            state["bert.pooler.dense.weight"] = self.pooler.weight
+            state["bert.pooler.dense.bias"] = self.pooler.bias
+        else:
+            state |= {f"head.{k}": v for k, v in self.pooler.state_dict(keep_vars=True).items()}
         state["classifier.weight"] = self.classifier.weight
         state["classifier.bias"] = self.classifier.bias
         return state
 
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:  # (B, H) [CLS] vectors -> (B, C)
-        pooled = torch.tanh(self.pooler(cls))  # (B, H)
-        return self.classifier(self.dropout(pooled))
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, H) row vectors -> (B, C)
+        x = self.pooler(pooled)
+        return self.classifier(self.dropout(torch.tanh(x) if self.tanh else x))
 
 
 class SequenceTask(Task):
@@ -67,11 +88,15 @@ class SequenceTask(Task):
         text_pair_column: str | None,
         label_column: str,
         dropout: float,
+        pooling: str = "cls",
     ) -> None:
+        if pooling not in ("cls", "mean"):
+            raise UserError(f"task.pooling must be cls or mean, not {pooling!r}")
         self.text_column = text_column
         self.text_pair_column = text_pair_column
         self.label_column = label_column
         self.dropout = dropout
+        self.pooling = pooling
 
     # -- what a subclass declares (beside Task's step, metrics and decode) ----------------------
 
@@ -141,22 +166,32 @@ class SequenceTask(Task):
     # -- model ----------------------------------------------------------------------------------
 
     def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
-        return PooledHead.build(hidden_size, self.num_outputs, self.dropout, pretrained)
+        style = self.head_style
+        return PooledHead.build(hidden_size, self.num_outputs, self.dropout, pretrained, style)
 
-    def output_positions(self, batch: Batch) -> torch.Tensor:
-        """The [CLS] position of every row: the encoder's last layer computes only these."""
+    def output_positions(self, batch: Batch) -> torch.Tensor | None:
+        """The [CLS] position of every row: the encoder's last layer computes only these (mean
+        pooling: every output, None)."""
+        if self.pooling == "mean":
+            return None
         cls = torch.zeros_like(batch["input_ids"], dtype=torch.bool)  # (B, T)
         cls[:, 0] = True
         return cls
 
-    def logits(self, head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.dim() == 3:  # (B, T, H): the full output, not only the [CLS] rows
+    def logits(self, head: nn.Module, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if hidden.dim() == 3 and self.pooling == "mean":  # (B, T, H) -> mean of the real tokens
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            hidden = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        elif hidden.dim() == 3:  # (B, T, H): the full output, not only the [CLS] rows
             hidden = hidden[:, 0]
         return head(hidden).float()  # (B, C)
 
     def hf_export(
         self, hf_encoder_config: dict, hf_encoder_state: dict[str, torch.Tensor], head: nn.Module
-    ) -> tuple[dict, dict[str, torch.Tensor]]:
+    ) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        style = self.head_style
+        if self.pooling == "mean" and style.pooler == "tanh":
+            return None  # BertForSequenceClassification pools the [CLS] vector only
         config = {
             **hf_encoder_config,
             "architectures": ["BertForSequenceClassification"],
@@ -165,6 +200,9 @@ class SequenceTask(Task):
             "classifier_dropout": self.dropout,
             **self.export_config(),
         }
+        if style.pooler != "tanh":  # ModernBERT's keys for its head
+            config |= {"classifier_pooling": self.pooling, "classifier_activation": style.act,
+                       "classifier_bias": style.dense_bias}  # fmt: skip
         return config, head.hf_state(hf_encoder_state)
 
     def synthetic_texts(self, n: int, seed: int) -> tuple[dict[str, list], list[int]]:

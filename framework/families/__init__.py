@@ -71,6 +71,8 @@ class Family:
     # a task's BERT head-tensor prefixes -> its own (``bert.`` encoder keys are renamed by
     # ``names`` under ``prefix``)
     heads: dict[str, str] = dataclasses.field(default_factory=dict)
+    # EncoderConfig -> the ``framework.heads.HeadStyle`` of its task heads; None: BERT's
+    head_style: Callable[[Any], Any] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -110,6 +110,8 @@ def _classes(name: str) -> dict[str, str]:
 
 register_family(
     Family("gte", "gte", gte_fields, names=GTE_NAMES, aliases=("new",),
+           mlm_head=("lm_head.dense", "lm_head.norm", "lm_head.decoder.bias",
+                     "lm_head.decoder.weight"),
            hf_config=rotary_config("gte"), classes=_classes("Gte"),
            heads={"bert.pooler.": "gte.pooler.", "cls.predictions.transform.dense.":
                   "lm_head.dense.", "cls.predictions.transform.LayerNorm.": "lm_head.norm.",
@@ -118,6 +120,8 @@ register_family(
 )  # fmt: skip
 register_family(
     Family("nomic_bert", "nomic_bert", nomic_fields, names=NOMIC_NAMES,
+           mlm_head=("cls.predictions.transform.dense", "cls.predictions.transform.layer_norm",
+                     "cls.predictions.bias", "cls.predictions.decoder.weight"),
            hf_config=rotary_config("nomic_bert"), classes=_classes("NomicBert"),
            heads={"bert.pooler.": "nomic_bert.pooler.",
                   "cls.predictions.transform.LayerNorm.": "cls.predictions.transform.layer_norm."})

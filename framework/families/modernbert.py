@@ -111,10 +111,28 @@ def modernbert_config(cfg) -> dict:
     }
 
 
-# Its task heads (dense, activation and norm before the classifier, no pooler) are not the
-# tasks' BERT heads: a task's export holds the encoder (ModernBertModel) and the head stays in
-# the run's checkpoints.
+def modernbert_heads(cfg):
+    """Its prediction head (dense without bias, GELU, norm) before every output layer."""
+    from framework.heads import HeadStyle
+
+    return HeadStyle(
+        pooler="transform",
+        token_transform=True,
+        act="gelu",
+        norm_eps=cfg.layer_norm_eps,
+        norm_bias=cfg.norm_bias,
+        dense_bias=False,
+    )
+
+
+_TASKS = ("ForSequenceClassification", "ForTokenClassification", "ForMaskedLM")
 register_family(
     Family("modernbert", "model", modernbert_fields, names=MODERNBERT_NAMES,
-           hf_config=modernbert_config, classes={"BertModel": "ModernBertModel"})
+           mlm_head=("head.dense", "head.norm", "decoder.bias", "decoder.weight"),
+           hf_config=modernbert_config, head_style=modernbert_heads,
+           classes={"BertModel": "ModernBertModel",
+                    **{f"Bert{t}": f"ModernBert{t}" for t in _TASKS}},
+           heads={"cls.predictions.transform.dense.": "head.dense.",
+                  "cls.predictions.transform.LayerNorm.": "head.norm.",
+                  "cls.predictions.decoder.": "decoder.", "cls.predictions.bias": "decoder.bias"})
 )  # fmt: skip

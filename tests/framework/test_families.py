@@ -122,7 +122,7 @@ def test_family_exports_as_bert_with_the_same_outputs(tmp_path, name):
 
 
 def test_factorised_embeddings_are_not_exported(tmp_path, tokenizer):
-    from framework.module import TaskModule
+    from framework.module import assemble
     from tasks.classification import Classification
 
     path, _, _ = _checkpoint(tmp_path, "electra_small", prefixed=False)
@@ -130,7 +130,7 @@ def test_factorised_embeddings_are_not_exported(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="factorised embeddings"):
         config_to_hf(encoder.cfg)
     task = Classification(labels=["a", "b"])
-    module = TaskModule(encoder, task, task.build_head(32, {}))
+    module = assemble(encoder, task)
     with pytest.raises(UserError, match="no Hugging Face export"):
         export_hf(module, tokenizer, tmp_path / "export")
     assert not (tmp_path / "export").exists()
@@ -142,10 +142,13 @@ def test_factorised_embeddings_are_not_exported(tmp_path, tokenizer):
         ("roberta", tf.RobertaForMaskedLM),
         ("xlm-roberta", tf.XLMRobertaForMaskedLM),
         ("distilbert", tf.DistilBertForMaskedLM),
+        ("modernbert", tf.ModernBertForMaskedLM),
+        ("gte", tf.GteForMaskedLM),
+        ("nomic_bert", tf.NomicBertForMaskedLM),
     ],
 )
 def test_continued_pretraining_keeps_the_checkpoints_mlm_head(tmp_path, family, mlm_cls):
-    from framework.module import TaskModule
+    from framework.module import assemble
     from tasks.mlm import MaskedLM
 
     config_cls, _, _, kwargs = FAMILIES[family]
@@ -158,7 +161,7 @@ def test_continued_pretraining_keeps_the_checkpoints_mlm_head(tmp_path, family, 
     encoder, rest = load_pretrained(str(tmp_path / family))
     task = MaskedLM()
     task.vocab_size = VOCAB
-    module = TaskModule(encoder, task, task.build_head(32, rest)).eval()
+    module = assemble(encoder, task, rest).eval()
     ids, mask = _batch(theirs.config.pad_token_id)
     labels = torch.full_like(ids, -100)
     labels[0, [2, 5]] = ids[0, [2, 5]]
@@ -258,25 +261,32 @@ def test_every_path_matches_transformers(tmp_path, name, monkeypatch):
         assert (a[left_mask.bool()] - b[left_mask.bool()]).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["modernbert", "gte", "nomic_bert"])
-def test_family_exports_in_its_own_layout(tmp_path, name, tokenizer):
+@pytest.mark.parametrize(
+    "name, pooling",
+    [("modernbert", "cls"), ("modernbert", "mean"), ("gte", "cls"), ("gte", "mean"),
+     ("nomic_bert", "cls")],
+)  # fmt: skip
+def test_family_exports_in_its_own_layout(tmp_path, name, pooling, tokenizer):
     """The export is the family's own class and layout: its config reads back into the same
-    EncoderConfig, and transformers' model gives our logits (GTE, NomicBERT: their
-    ...ForSequenceClassification) or our hidden states (ModernBERT: its base model; its heads
-    are not BERT's)."""
+    EncoderConfig, and its ...ForSequenceClassification gives our logits (ModernBERT: its
+    prediction head and [CLS] or mean pooling); a mean-pooled head where the family's class
+    pools [CLS] only exports the base model (our hidden states), with a warning."""
     import warnings
 
     from framework.convert import config_from_hf
     from framework.families import get_family
-    from framework.module import TaskModule
+    from framework.module import assemble
     from tasks.classification import Classification
 
     path, _, config = _checkpoint(tmp_path, name, prefixed=False)
     encoder, _ = load_pretrained(str(path))
     fam = get_family(name)
     assert config_from_hf(fam.hf_config(encoder.cfg)) == encoder.cfg
-    task = Classification(labels=["a", "b", "c"])
-    module = TaskModule(encoder, task, task.build_head(32, {})).eval()
+    task = Classification(labels=["a", "b", "c"], pooling=pooling)
+    module = assemble(encoder, task).eval()
+    with torch.no_grad():  # no zero biases or unit norms in the head: a swapped tensor shows
+        for p in module.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = export_hf(module, tokenizer, tmp_path / "export")
@@ -284,9 +294,8 @@ def test_family_exports_in_its_own_layout(tmp_path, name, tokenizer):
     theirs = getattr(tf, arch).from_pretrained(out, **SMALL).eval()
     ids, mask = _mixed_batch(config.pad_token_id)
     with torch.no_grad():
-        if name == "modernbert":
-            assert arch == "ModernBertModel" and any("no counterpart" in str(w.message)
-                                                     for w in caught)  # fmt: skip
+        if name == "gte" and pooling == "mean":
+            assert arch == "GteModel" and any("AutoModelFor" in str(w.message) for w in caught)
             a, b = encoder(ids, mask), theirs(input_ids=ids, attention_mask=mask)
             assert (a[mask.bool()] - b.last_hidden_state[mask.bool()]).abs().max() <= 1e-4
         else:

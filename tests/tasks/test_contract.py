@@ -17,7 +17,7 @@ import tasks  # noqa: F401  (registers the shipped tasks)
 from framework.encoder import Encoder, preset
 from framework.export import export_hf
 from framework.families import get_family
-from framework.module import TaskModule
+from framework.module import assemble
 from framework.registry import get_task
 from framework.task import Task
 
@@ -47,8 +47,7 @@ def _build(name: str, tokenizer, seed: int = 0, n: int = 8, encoder: str = "tiny
     encoder = Encoder(
         preset(encoder, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     )
-    head = task.build_head(encoder.cfg.hidden_size, {})
-    return TaskModule(encoder, task, head), batch
+    return assemble(encoder, task), batch
 
 
 def test_loss_is_finite_and_gradients_flow(task_name, encoder_preset, tokenizer):
