@@ -309,7 +309,7 @@ def random_checkpoint(name: str, preset_name: str, workdir: Path) -> Path:
 
     from framework.config import register_resolvers
     from framework.convert import config_to_hf
-    from framework.encoder import preset
+    from framework.presets import preset
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

@@ -42,7 +42,8 @@ def main() -> None:
 
     import framework.attention as attention
     from framework.convert import config_to_hf, tasklight_to_hf
-    from framework.encoder import Encoder, preset
+    from framework.encoder import Encoder
+    from framework.presets import preset
     from framework.timing import gemm_flops_per_token
 
     dev = torch.device(a.device)

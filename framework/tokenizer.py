@@ -110,3 +110,16 @@ def run_tokenizer(cfg: DictConfig, datamodule) -> Path:
     print(f"Trained a {m.train_tokenizer}-token WordPiece tokenizer in "
           f"{time.perf_counter() - start:.1f} s: {out}")  # fmt: skip
     return out
+
+
+def words_as_in_text(words: list[list[str]], tokenizer: Any) -> list[list[str]]:
+    """``words`` as the tokenizer sees them in running text. A byte-level BPE (RoBERTa,
+    ModernBERT, GPT-2's) marks a word's leading space in its tokens (``Ġlives``) but drops it for
+    pre-split words unless built with ``add_prefix_space`` (transformers' ``run_ner`` reloads
+    RoBERTa's so; ModernBERT's generic tokenizer ignores the flag): there, every word but a row's
+    first gets its space back. Probed once per call on two words, so WordPiece (no change) and
+    prefix-space tokenizers keep their words as they are."""
+    split = tokenizer(["a", "b"], is_split_into_words=True, add_special_tokens=False)
+    if split["input_ids"] == tokenizer("a b", add_special_tokens=False)["input_ids"]:
+        return words
+    return [[w if i == 0 else f" {w}" for i, w in enumerate(row)] for row in words]

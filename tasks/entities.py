@@ -157,3 +157,20 @@ def _cat(x: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     return torch.cat(x) if x else torch.zeros(0, dtype=torch.long)
+
+
+class EntityF1Chart(EntityF1):
+    """Entity F1 per type as a bar chart (the final evaluation's figure)."""
+
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        import matplotlib.pyplot as plt
+
+        scores = val if val is not None else self.compute()
+        per_type = {k[3:]: float(v) for k, v in scores.items() if k.startswith("f1_")}
+        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
+        bars = ax.bar(list(per_type), list(per_type.values()))
+        ax.bar_label(bars, fmt="%.3f")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("entity F1")
+        ax.set_title(f"entity F1 per type (all: {float(scores['f1']):.3f})")
+        return fig, ax

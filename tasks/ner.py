@@ -28,7 +28,8 @@ from framework.heads import Transform
 from framework.readers import CHUNK_ROWS, read_lines, then_blank
 from framework.registry import register_task
 from framework.task import Batch, Prediction, StepOutput, Task, pad, pad_tokens, require_columns
-from tasks.entities import EntityF1, _stitch, detect_scheme, entities, to_iob2
+from framework.tokenizer import words_as_in_text
+from tasks.entities import EntityF1, EntityF1Chart, _stitch, detect_scheme, entities, to_iob2
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -232,7 +233,7 @@ class NER(Task):
 
     def _tokenize(self, words: list[list[str]], tokenizer: Any, max_length: int) -> Any:
         return tokenizer(
-            words,
+            words_as_in_text(words, tokenizer),
             is_split_into_words=True,
             truncation=True,
             max_length=max_length,
@@ -325,7 +326,8 @@ class NER(Task):
         model = transformers.AutoModelForTokenClassification.from_pretrained(export_dir).eval()
         out = []
         for r in rows:
-            enc = tok(r[self.tokens_column], is_split_into_words=True, return_tensors="pt")
+            enc = tok(words_as_in_text([r[self.tokens_column]], tokenizer=tok)[0],
+                      is_split_into_words=True, return_tensors="pt")  # fmt: skip
             with torch.no_grad():
                 tags = model(**enc).logits[0].argmax(-1).tolist()
             first: dict[int, str] = {}
@@ -344,20 +346,3 @@ class NER(Task):
 
 def _inside(tag: str) -> str:
     return f"I-{tag[2:]}" if tag.startswith("B-") else tag
-
-
-class EntityF1Chart(EntityF1):
-    """Entity F1 per type as a bar chart (the final evaluation's figure)."""
-
-    def plot(self, val: Any = None, ax: Any = None) -> Any:
-        import matplotlib.pyplot as plt
-
-        scores = val if val is not None else self.compute()
-        per_type = {k[3:]: float(v) for k, v in scores.items() if k.startswith("f1_")}
-        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
-        bars = ax.bar(list(per_type), list(per_type.values()))
-        ax.bar_label(bars, fmt="%.3f")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("entity F1")
-        ax.set_title(f"entity F1 per type (all: {float(scores['f1']):.3f})")
-        return fig, ax

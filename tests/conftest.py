@@ -62,7 +62,8 @@ def tokenizer(minilm_dir):
 
 @pytest.fixture
 def tiny_encoder():
-    from framework.encoder import Encoder, preset
+    from framework.encoder import Encoder
+    from framework.presets import preset
 
     torch.manual_seed(0)
     return Encoder(preset("tiny", hidden_dropout=0.0)).eval()

@@ -8,8 +8,9 @@ from transformers import BertConfig, BertModel
 
 from framework.attention import length_buckets
 from framework.convert import config_from_hf, config_to_hf, hf_to_tasklight, tasklight_to_hf
-from framework.encoder import Encoder, preset
+from framework.encoder import Encoder
 from framework.errors import UserError
+from framework.presets import preset
 from framework.pretrained import load_pretrained
 
 SENTENCES = [

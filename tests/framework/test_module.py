@@ -7,9 +7,10 @@ import time
 import pytest
 import torch
 
-from framework.encoder import Encoder, preset
+from framework.encoder import Encoder
 from framework.errors import UserError
 from framework.module import adamw
+from framework.presets import preset
 from framework.timing import TrainTimer, gemm_flops_per_token
 
 

@@ -47,9 +47,10 @@ def test_cased_tokenizer_keeps_case(tmp_path):
 
 
 def test_the_export_carries_the_trained_tokenizer(tmp_path):
-    from framework.encoder import Encoder, preset
+    from framework.encoder import Encoder
     from framework.export import export_hf
     from framework.module import TaskModule
+    from framework.presets import preset
     from tasks.mlm import MaskedLM
 
     tok = train_wordpiece(CORPUS, vocab_size=150, lowercase=True, out_dir=tmp_path / "tok")

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 import framework.attention as enc
-from framework.encoder import Encoder, preset
+from framework.encoder import Encoder
+from framework.presets import preset
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k):

@@ -14,16 +14,18 @@ import torch
 import transformers
 
 import tasks  # noqa: F401  (registers the shipped tasks)
-from framework.encoder import Encoder, preset
+from framework.encoder import Encoder
 from framework.export import export_hf
 from framework.families import get_family
 from framework.module import assemble
+from framework.presets import preset
 from framework.registry import get_task
 from framework.task import Task
 
 # One encoder per family layout: BERT's, ModernBERT's (pre-norm, GeGLU, rotary, a 4-token
-# window on 2 of its 3 layers) and GTE's (post-norm, rotary, GeGLU; exports in its own layout).
-ENCODERS = ["tiny", "modern_tiny", "gte_tiny"]
+# window on 2 of its 3 layers; its prediction head), GTE's (post-norm, rotary, GeGLU) and
+# NomicBERT's (SwiGLU, no linear biases); the last three export in their own layouts.
+ENCODERS = ["tiny", "modern_tiny", "gte_tiny", "nomic_tiny"]
 
 
 @pytest.fixture(params=ENCODERS, scope="module")

@@ -6,9 +6,10 @@ import pytest
 import torch
 import transformers
 
-from framework.encoder import Encoder, preset
+from framework.encoder import Encoder
 from framework.export import export_hf
 from framework.module import TaskModule
+from framework.presets import preset
 from tasks.mlm import MaskedLM
 
 
@@ -193,7 +194,8 @@ def test_metrics_include_the_unigram_baseline_accuracy(tokenizer):
 
 
 def test_output_spread_flags_a_collapsed_encoder(tokenizer):
-    from framework.encoder import Encoder, preset
+    from framework.encoder import Encoder
+    from framework.presets import preset
 
     task = _task(tokenizer)
     torch.manual_seed(0)

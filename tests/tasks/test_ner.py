@@ -98,6 +98,33 @@ def test_first_subtoken_carries_the_label_and_all_tokens_option(tokenizer):
     assert [w for w in g["word"] if w >= 0] == [0, 1, 2]  # still scored on first pieces only
 
 
+def test_byte_level_bpe_words_tokenize_as_in_running_text(tmp_path, tokenizer):
+    """A byte-level BPE (RoBERTa, ModernBERT) gives pre-split words the tokens of running text
+    (``Ġlives``, not ``liv es``): the encoder sees what it was pretrained on; each word's first
+    token still carries its tag. WordPiece words are left as they are."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    bpe.train_from_iterator(
+        ["the cat sat on the mat", "John lives in Paris and Oslo"] * 50, trainer
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>")
+    rows = {"tokens": [["John", "lives", "in", "Paris"]], "tags": [["B-PER", "O", "O", "B-LOC"]]}
+    task = NER()
+    (f,) = _features(task, tok, rows, 64)
+    assert f["input_ids"] == tok("John lives in Paris")["input_ids"]
+    pieces = tok.convert_ids_to_tokens(f["input_ids"])
+    labelled = [(p, task.labels[y]) for p, y in zip(pieces, f["labels"], strict=True) if y >= 0]
+    assert labelled == [("John", "B-PER"), ("Ġlives", "O"), ("Ġin", "O"), ("ĠParis", "B-LOC")]
+    (g,) = _features(NER(), tokenizer, rows, 64)  # WordPiece: the words as they are
+    assert g["input_ids"] == tokenizer(rows["tokens"][0], is_split_into_words=True)["input_ids"]
+
+
 def test_long_sentence_is_windowed_and_stitched_back(tokenizer):
     words = [f"Hohenzollern{i}" for i in range(40)]  # each word: several sub-tokens
     tags = ["B-PER" if i % 5 == 0 else "O" for i in range(40)]
