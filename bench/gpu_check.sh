@@ -62,6 +62,7 @@ else
 fi
 
 stage env $((20 * F)) "$PY" bench/device/env.py
+# gpu_tests: varlen bf16 against the padded fp32 path, BERT's block and ModernBERT's windowed one
 stage gpu_tests $((60 * F)) "$PY" -m pytest -m gpu -q -p no:cacheprovider \
     --junitxml="$OUT/gpu_tests.xml" tests/framework/test_varlen.py
 stage throughput $((60 * F)) "$PY" bench/gpu_throughput.py "${DEV[@]}" --preset "$BASE" "${STEPS[@]}"
