@@ -15,13 +15,13 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from framework.cache_keys import encoding_inputs, fingerprint
 from framework.checks import check_data_args
 from framework.errors import UserError
+from framework.loaders import make_loader
 from framework.prepared import (
     FORMAT_VERSION,
     Staging,
@@ -37,9 +37,7 @@ from framework.prepared import (
 from framework.readers import CHUNK_ROWS
 from framework.sampling import (
     EpochPosition,
-    TrainBatchSampler,
     batches_per_rank,
-    eval_batches,
     token_budget_batches,
 )
 from framework.sources import Sources, check_column_types, warn_empty_texts
@@ -308,44 +306,7 @@ class DataModule(L.LightningDataModule):
         return self._loader("predict")
 
     def _loader(self, split: str) -> DataLoader:
-        pad_id = self.tokenizer.pad_token_id or 0
-        features = self.splits[split]
-        trainer = self._trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        collate = partial(self.task.collate, pad_id=pad_id)
-        # The DataLoader's own generator: creating an iterator draws no number from the global RNG
-        # (which a resumed run must find as it was saved).
-        common = {"collate_fn": collate, "num_workers": self.num_workers,
-                  "persistent_workers": self.num_workers > 0,
-                  "generator": torch.Generator().manual_seed(self.seed)}  # fmt: skip
-        if split == "train":
-            sampler = TrainBatchSampler(
-                # lengths only where the batching reads them: else the count (nothing per row)
-                self.lengths(split) if self.length_grouping or self.max_tokens else len(features),
-                self.batch_size,
-                seed=self.seed,
-                group_by_length=self.length_grouping,
-                num_replicas=world,
-                rank=rank,
-                max_tokens=self.max_tokens,
-            )
-            if trainer is not None:  # the epoch Lightning is in
-                loops = trainer.fit_loop
-                sampler.epoch_fn = lambda: loops.epoch_progress.current.processed
-            self.position.attach(sampler)
-            return DataLoader(features, batch_sampler=sampler, **common)
-        # Evaluation order does not change any metric: longest first, least padding.
-        order = np.argsort(-self.lengths(split), kind="stable")  # stable: ties in file order
-        if split == "predict":  # one process; Lightning wraps this loader's own batch sampler
-            features = [features[i] for i in order.tolist()]
-            return DataLoader(features, batch_size=self.eval_batch_size, collate_fn=collate)
-        if len(features) < world:
-            raise UserError(
-                f"the {split} split has {len(features)} examples for {world} processes; each "
-                "needs at least one: use more examples (data.max_eval_samples) or fewer devices"
-            )
-        batches = eval_batches(len(features), self.eval_batch_size, world, rank)
-        return DataLoader(features, batch_sampler=[order[b].tolist() for b in batches], **common)
+        return make_loader(self, split)
 
     def num_train_batches(self, world_size: int = 1) -> int:
         """Batches per epoch of each of ``world_size`` processes (as the training loader)."""
@@ -380,10 +341,6 @@ class DataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Called by Lightning on resume, before the training loader is built."""
         self.position.load_state_dict(state)
-
-    @property
-    def _trainer(self):
-        return getattr(self, "trainer", None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -55,7 +55,7 @@ def _assemble(module: TaskModule) -> tuple[dict, dict[str, torch.Tensor]]:
         if arch == "BertModel":  # the encoder alone (keys without a prefix)
             exported = {**exported[0], "architectures": [base_class]}, base
         elif arch in fam.classes:
-            exported = _renamed(exported, fam, enc.cfg)
+            exported = _renamed(exported, fam, enc.cfg, set(enc.state_dict()))
         else:
             why, exported = f"{enc.cfg.family} has no counterpart of {arch} for its heads", None
     if exported is None:
@@ -68,12 +68,15 @@ def _assemble(module: TaskModule) -> tuple[dict, dict[str, torch.Tensor]]:
     return exported
 
 
-def _renamed(exported: tuple[dict, dict], fam: Family, cfg: Any) -> tuple[dict, dict]:
-    """A task's ``BertFor...`` export over our encoder names, in ``fam``'s own layout."""
+def _renamed(
+    exported: tuple[dict, dict], fam: Family, cfg: Any, encoder_keys: set[str]
+) -> tuple[dict, dict]:
+    """A task's ``BertFor...`` export over our encoder names (``bert.`` + ``encoder_keys``), in
+    ``fam``'s own layout: its class, prefix and tensor names; head tensors by ``fam.heads``."""
     config, state = exported
     config = {**config, "architectures": [fam.classes[config["architectures"][0]]]}
     ours = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
-    encoder = {k: v for k, v in ours.items() if not k.startswith("pooler.")}
+    encoder = {k: v for k, v in ours.items() if k in encoder_keys}
     out = {f"{fam.prefix}.{k}": v for k, v in tasklight_to_hf(encoder, cfg, fam.names).items()}
     for key, value in state.items():
         if key.startswith("bert.") and key.removeprefix("bert.") in encoder:

@@ -56,7 +56,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    from framework.checkpoint import load_checkpoint
+    from framework.resume import load_checkpoint
 
     # Not memory-mapped: the pytorch_model.bin of older checkpoints predates the zip format.
     return load_checkpoint(path, "model weights", mmap=False)
@@ -186,7 +186,7 @@ def load_init_from(
     model_dir, ckpt = resolve_init_from(init_from)
     encoder, extra = load_pretrained(str(model_dir), attn_impl, **overrides)
     if ckpt is not None:
-        from framework.checkpoint import load_checkpoint
+        from framework.resume import load_checkpoint
 
         try:
             state = load_checkpoint(ckpt, "model.init_from")["state_dict"]

@@ -14,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from framework.checkpoint import load_checkpoint, newest_valid_checkpoint
 from framework.errors import UserError
+from framework.resume import load_checkpoint, newest_valid_checkpoint
 
 
 def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -51,10 +51,10 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     from lightning.pytorch.strategies import FSDPStrategy
     from lightning.pytorch.utilities import rank_zero_only
 
-    from framework.checkpoint import check_fits, resolve_resume
     from framework.export import export_hf
     from framework.loggers import instantiate_all
     from framework.plots import plot_curve
+    from framework.resume import check_fits, resolve_resume
     from framework.timing import TrainTimer
     from framework.trainer import build_trainer, check_precision
 
@@ -163,7 +163,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def _sigterm_checkpoint(cfg: DictConfig) -> str:
     """What was saved when SIGTERM stopped the run, for its last line."""
-    from framework.checkpoint import newest_valid_checkpoint
+    from framework.resume import newest_valid_checkpoint
 
     newest = newest_valid_checkpoint(Path(cfg.paths.output_dir))
     return f"newest checkpoint: {newest}" if newest else "no checkpoint was written yet"

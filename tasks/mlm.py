@@ -40,6 +40,7 @@ from framework.readers import CHUNK_ROWS, read_lines, then_blank
 from framework.registry import register_task
 from framework.task import Batch, Prediction, StepOutput, Task, pad
 from tasks.mlm_head import _PRETRAINED_HEADS, MLMHead
+from tasks.mlm_masking import choose_positions
 from tasks.mlm_metrics import MaskedPerplexity, MostFrequentAccuracy, OutputSpread
 
 TEXT_SUFFIXES = (".txt", ".raw", ".text")
@@ -220,7 +221,10 @@ class MaskedLM(Task):
         if stage != "train":  # fixed masks for evaluation, whatever the order of batches
             seed = int(ids[:, :16].sum().item()) * 1_000_003 + ids.numel()
             generator = torch.Generator(device=ids.device).manual_seed(seed)
-        chosen = self.choose(ids, batch["attention_mask"], batch.get("word_starts"), generator)
+        special = (self.cls_id, self.sep_id, self.pad_id)
+        chosen = choose_positions(ids, batch["attention_mask"], special, self.mlm_probability,
+                                  batch.get("word_starts") if self.whole_word else None,
+                                  generator)  # fmt: skip
         labels = torch.where(chosen, ids, torch.full_like(ids, -100))
         u = torch.rand(ids.shape, device=ids.device, generator=generator)
         random_ids = torch.randint(
@@ -230,28 +234,6 @@ class MaskedLM(Task):
         new = torch.where(chosen & (u >= 0.8) & (u < 0.9), random_ids, new)
         return {**batch, "input_ids": new, "labels": labels}
 
-    def choose(
-        self,
-        ids: torch.Tensor,  # (B, T)
-        attention_mask: torch.Tensor,  # (B, T)
-        word_starts: torch.Tensor | None,  # (B, T), 1 where a word begins
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:  # (B, T) bool
-        """Positions to predict: ``mlm_probability`` of the tokens, or of the whole words."""
-        maskable = attention_mask.bool() & (ids != self.cls_id) & (ids != self.sep_id)
-        maskable &= ids != self.pad_id
-        u = torch.rand(ids.shape, device=ids.device, generator=generator)
-        if self.whole_word and word_starts is not None:
-            # A word's draw is the draw at its first token; its other tokens copy it.
-            word = torch.cumsum(word_starts, dim=1) - 1  # (B, T) word index in the row
-            u = torch.gather(u, 1, _first_token_of_word(word))
-        chosen = (u < self.mlm_probability) & maskable
-        # At least one position per batch, so that the loss is defined.
-        if not chosen.any() and maskable.any():
-            first = maskable.flatten().nonzero()[0]
-            chosen.view(-1)[first] = True
-        return chosen
-
     # -- model -----------------------------------------------------------------------------------
 
     def build_head(self, hidden_size: int, pretrained: dict[str, torch.Tensor]) -> nn.Module:
@@ -259,7 +241,9 @@ class MaskedLM(Task):
             raise UserError("the MLM task has no tokenizer yet (encode or use_tokenizer first)")
         head = MLMHead(hidden_size, self.vocab_size, self.tie_embeddings, self.head_style)
         for dense, norm, bias, decoder in _PRETRAINED_HEADS:  # continued pretraining: keep it
-            if f"{dense}.weight" in pretrained and f"{norm}.weight" in pretrained:
+            # all three: GTE's and RoBERTa's share lm_head.dense; ModernBERT's classifier head
+            # (head.dense, head.norm) has no decoder bias
+            if {f"{dense}.weight", f"{norm}.weight", bias} <= pretrained.keys():
                 for mine, theirs in ((head.dense, dense), (head.norm, norm)):
                     mine.weight.data.copy_(pretrained[f"{theirs}.weight"])
                     if mine.bias is not None:  # ModernBERT's have none
@@ -370,13 +354,3 @@ class MaskedLM(Task):
 
     def text_line(self, row: dict[str, Any]) -> str | None:
         return row[self.text_column]
-
-
-def _first_token_of_word(word: torch.Tensor) -> torch.Tensor:
-    """(B, T) index of the first token of each token's word (``word`` counts words per row)."""
-    T = word.size(1)
-    pos = torch.arange(T, device=word.device).expand_as(word)
-    # The first position of word w is the smallest position whose word index is w.
-    first = torch.full_like(word, T)
-    first.scatter_reduce_(1, word.clamp(min=0), pos, reduce="amin")
-    return torch.gather(first, 1, word.clamp(min=0))

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from framework.checkpoint import AtomicCheckpointIO, newest_valid_checkpoint, resolve_resume
+from framework.checkpoint import AtomicCheckpointIO
+from framework.resume import newest_valid_checkpoint, resolve_resume
 from framework.config import run_name
 from framework.errors import UserError
 from framework.trainer import check_precision, cpu_has_native_bf16

@@ -81,6 +81,11 @@ _FAMILIES: dict[str, Family] = {}
 def register_family(family: Family) -> Family:
     if family.model_type in _FAMILIES:
         raise ValueError(f"encoder family {family.model_type!r} is registered twice")
+    if family.hf_config is not None and "BertModel" not in family.classes:
+        raise ValueError(
+            f"encoder family {family.model_type!r} exports in its own layout (hf_config) but "
+            "names no base-model class: classes['BertModel']"
+        )
     _FAMILIES[family.model_type] = family
     return family
 

@@ -106,7 +106,7 @@ def test_family_matches_transformers(tmp_path, name, prefixed):
         assert (a[left_mask.bool()] - b[left_mask.bool()]).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["roberta", "xlm-roberta", "distilbert", "electra"])
+@pytest.mark.parametrize("name", ["bert", "roberta", "xlm-roberta", "distilbert", "electra"])
 def test_family_exports_as_bert_with_the_same_outputs(tmp_path, name):
     path, theirs, config = _checkpoint(tmp_path, name, prefixed=False)
     ours, _ = load_pretrained(str(path))
