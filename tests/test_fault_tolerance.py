@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from framework.checkpoint import AtomicCheckpointIO
-from framework.resume import newest_valid_checkpoint, resolve_resume
 from framework.config import run_name
 from framework.errors import UserError
+from framework.resume import newest_valid_checkpoint, resolve_resume
 from framework.trainer import check_precision, cpu_has_native_bf16
 from tests.conftest import ROOT, compose, run_cli
 
