@@ -127,8 +127,8 @@ def test_hf_export_loads_in_transformers_with_same_logits(
     head_class = type(module.task).hf_export is not Task.hf_export  # an AutoModelFor... class
     family = get_family(module.encoder.cfg.family)
     if head_class and family.hf_config is not None:  # a family with a layout of its own
-        bert_class = module.task.hf_export({}, {}, module.head)[0]["architectures"][0]
-        head_class = bert_class in family.classes
+        exported = module.task.hf_export({}, {}, module.head)
+        head_class = exported is not None and exported[0]["architectures"][0] in family.classes
     if head_class:
         out_dir = export_hf(module, tokenizer, tmp_path / "export")
     else:  # the encoder alone, said in a warning
