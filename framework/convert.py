@@ -12,7 +12,7 @@ import torch
 
 from framework.encoder import Encoder, EncoderConfig
 from framework.families import Names, get_family
-from framework.families.bert import BERT_NAMES
+from framework.families.bert import BERT_NAMES, bert_config
 
 # Buffers some checkpoints hold beside their weights (never ours, never a head's).
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids", "rotary_emb.inv_freq")
@@ -52,19 +52,8 @@ def config_to_hf(cfg: EncoderConfig) -> dict:
         )
     return {
         "model_type": "bert",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
+        **bert_config(cfg),
         "max_position_embeddings": cfg.max_position_embeddings - cfg.position_offset,
-        "type_vocab_size": cfg.type_vocab_size,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "hidden_act": cfg.hidden_act,
-        "hidden_dropout_prob": cfg.hidden_dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "pad_token_id": cfg.pad_token_id,
-        "initializer_range": cfg.initializer_range,
         "position_embedding_type": "absolute",
     }
 

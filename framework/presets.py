@@ -15,6 +15,11 @@ MODERN = dict(pre_norm=True, gated_mlp=True, attention_bias=False, mlp_in_bias=F
               type_vocab_size=0, layer_norm_eps=1e-5, hidden_dropout=0.0,
               max_position_embeddings=8192, family="modernbert")  # fmt: skip
 
+# GTE's block (post-norm, rotary, GeGLU) at the test size.
+_GTE_TINY = EncoderConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=96,
+                          gated_mlp=True, mlp_in_bias=False, rotary=True, rope_theta=160000.0,
+                          family="gte")  # fmt: skip
+
 PRESETS: dict[str, EncoderConfig] = {
     # 2 layers, hidden 64: the test model. Vocabulary of the uncased BERT tokenizer.
     "tiny": EncoderConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256),
@@ -28,30 +33,13 @@ PRESETS: dict[str, EncoderConfig] = {
     "modern_mini": EncoderConfig(
         hidden_size=256, num_layers=6, num_heads=4, intermediate_size=384, **MODERN
     ),
-    # GTE's block (post-norm, rotary, GeGLU) at the test size.
-    "gte_tiny": EncoderConfig(
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        intermediate_size=96,
-        gated_mlp=True,
-        mlp_in_bias=False,
-        rotary=True,
-        rope_theta=160000.0,
-        family="gte",
-    ),
+    "gte_tiny": _GTE_TINY,
     # NomicBERT's block (post-norm, rotary, SwiGLU, no linear biases) at the test size.
-    "nomic_tiny": EncoderConfig(
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        intermediate_size=96,
+    "nomic_tiny": dataclasses.replace(
+        _GTE_TINY,
         hidden_act="silu",
-        gated_mlp=True,
         attention_bias=False,
-        mlp_in_bias=False,
         mlp_out_bias=False,
-        rotary=True,
         rope_theta=1000.0,
         family="nomic_bert",
     ),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,6 +21,23 @@ from framework.registry import get_task, list_tasks
 
 register_resolvers()
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(-1, -1)):
+    """FlashAttention's varlen semantics on CPU, per sequence: a sequence's queries are aligned
+    bottom-right with its keys, and ``window_size`` (w, w) keeps keys within w of the query."""
+    out = []
+    for i in range(len(cu_q) - 1):
+        qs, ks = q[cu_q[i] : cu_q[i + 1]], k[cu_k[i] : cu_k[i + 1]]
+        vs = v[cu_k[i] : cu_k[i + 1]]
+        at = torch.arange(len(qs), device=q.device)[:, None] + len(ks) - len(qs)  # its key slot
+        keep = torch.ones(len(qs), len(ks), dtype=torch.bool, device=q.device)
+        if window_size[0] >= 0:
+            keep = (at - torch.arange(len(ks), device=q.device)[None]).abs() <= window_size[0]
+        a = F.scaled_dot_product_attention(*(t.transpose(0, 1) for t in (qs, ks, vs)),
+                                           attn_mask=keep)  # fmt: skip
+        out.append(a.transpose(0, 1))
+    return torch.cat(out)
 
 
 def pytest_addoption(parser) -> None:

@@ -23,6 +23,26 @@ def bert_fields(hf: dict) -> dict:
     }
 
 
+def bert_config(cfg) -> dict:
+    """BERT-named ``config.json`` keys of an ``EncoderConfig`` (the inverse of ``bert_fields``);
+    a family adds its ``model_type`` and what else its config holds."""
+    return {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "hidden_act": cfg.hidden_act,
+        "hidden_dropout_prob": cfg.hidden_dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "pad_token_id": cfg.pad_token_id,
+        "initializer_range": cfg.initializer_range,
+    }
+
+
 BERT_NAMES = Names(
     top={
         "embeddings.word_embeddings": "embeddings.word_embeddings",

@@ -5,7 +5,7 @@ their linears with biases (GTE, but for the MLP's input) or none (NomicBERT)."""
 from __future__ import annotations
 
 from framework.families import Family, Names, register_family
-from framework.families.bert import bert_fields
+from framework.families.bert import bert_config, bert_fields
 
 
 def _rope_theta(hf: dict, default: float) -> float:
@@ -82,23 +82,8 @@ def rotary_config(model_type: str):
     """The config.json of a GTE or NomicBERT ``EncoderConfig``: BERT's keys and a rope theta."""
 
     def config(cfg) -> dict:
-        return {
-            "model_type": model_type,
-            "vocab_size": cfg.vocab_size,
-            "hidden_size": cfg.hidden_size,
-            "num_hidden_layers": cfg.num_layers,
-            "num_attention_heads": cfg.num_heads,
-            "intermediate_size": cfg.intermediate_size,
-            "max_position_embeddings": cfg.max_position_embeddings,
-            "type_vocab_size": cfg.type_vocab_size,
-            "layer_norm_eps": cfg.layer_norm_eps,
-            "hidden_act": cfg.hidden_act,
-            "hidden_dropout_prob": cfg.hidden_dropout,
-            "attention_probs_dropout_prob": cfg.attention_dropout,
-            "pad_token_id": cfg.pad_token_id,
-            "initializer_range": cfg.initializer_range,
-            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        }
+        rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+        return {"model_type": model_type, **bert_config(cfg), "rope_parameters": rope}
 
     return config
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 import transformers as tf
 
 from framework.convert import config_to_hf, tasklight_to_hf
 from framework.errors import UserError
 from framework.export import export_hf
 from framework.pretrained import load_pretrained
+from tests.conftest import reference_varlen
 
 VOCAB = 120
 SMALL = {"attn_implementation": "eager"}
@@ -202,23 +202,6 @@ def _mixed_batch(pad_id: int, left: bool = False):
     return ids.masked_fill(mask == 0, pad_id), mask
 
 
-def _reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window_size=(-1, -1)):
-    """FlashAttention's varlen semantics on CPU, per sequence: a sequence's queries are aligned
-    bottom-right with its keys, and ``window_size`` (w, w) keeps keys within w of the query."""
-    out = []
-    for i in range(len(cu_q) - 1):
-        qs, ks = q[cu_q[i] : cu_q[i + 1]], k[cu_k[i] : cu_k[i + 1]]
-        vs = v[cu_k[i] : cu_k[i + 1]]
-        at = torch.arange(len(qs))[:, None] + len(ks) - len(qs)  # each query's key position
-        keep = torch.ones(len(qs), len(ks), dtype=torch.bool)
-        if window_size[0] >= 0:
-            keep = (at - torch.arange(len(ks))[None]).abs() <= window_size[0]
-        a = F.scaled_dot_product_attention(*(t.transpose(0, 1) for t in (qs, ks, vs)),
-                                           attn_mask=keep)  # fmt: skip
-        out.append(a.transpose(0, 1))
-    return torch.cat(out)
-
-
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_every_path_matches_transformers(tmp_path, name, monkeypatch):
     """Padded (sdpa and math), unpadded in length buckets, selected rows (padded and unpadded),
@@ -249,7 +232,7 @@ def test_every_path_matches_transformers(tmp_path, name, monkeypatch):
     for impl in ("sdpa", "math"):
         for unpad in (False, True):
             check(impl, unpad)
-    monkeypatch.setattr(attention, "VARLEN", _reference_varlen)
+    monkeypatch.setattr(attention, "VARLEN", reference_varlen)
     monkeypatch.setattr(Encoder, "_use_varlen", lambda self, device, keep: True)
     check("sdpa", True)
     if name in ("roberta", "xlm-roberta", "modernbert"):  # left padding

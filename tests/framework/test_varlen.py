@@ -9,22 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import framework.attention as enc
 from framework.encoder import Encoder
 from framework.presets import preset
-
-
-def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k):
-    """Per-sequence SDPA over (tokens, N, D) tensors: what the varlen kernel computes."""
-    out = []
-    for i in range(len(cu_q) - 1):
-        qs, ks = slice(cu_q[i], cu_q[i + 1]), slice(cu_k[i], cu_k[i + 1])
-        a = F.scaled_dot_product_attention(*(t[s].transpose(0, 1) for t, s in
-                                             ((q, qs), (k, ks), (v, ks))))  # fmt: skip
-        out.append(a.transpose(0, 1))  # (len_q, N, D)
-    return torch.cat(out)
+from tests.conftest import reference_varlen
 
 
 def _batch(device="cpu"):
