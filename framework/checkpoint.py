@@ -9,7 +9,6 @@ the final name; it does not fsync either. Lightning does not store RNG states in
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import random
@@ -23,7 +22,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from framework.errors import UserError
+from framework.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +165,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if self.monitor is None or self.monitor in logged:
             return
         names = sorted(k for k in logged if k.startswith("val/"))
-        close = difflib.get_close_matches(self.monitor, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(self.monitor, names)
         raise UserError(
             f"task.monitor={self.monitor!r} is not a metric this task logs; choose one of: "
             f"{', '.join(names)}.{hint}"

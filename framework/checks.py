@@ -12,7 +12,6 @@ and still report a wrong type as a multi-line traceback.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import types
 import typing
@@ -20,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from framework.errors import UserError
+from framework.errors import UserError, did_you_mean
 
 # Constructor arguments that the framework passes itself, not the config section.
 _PASSED = {"self", "task", "tokenizer", "seed", "encoder", "head"}
@@ -53,8 +52,7 @@ def _check_section(cfg: DictConfig, section: str, init: Any) -> None:
     params = [p for p in signature if p not in _PASSED]
     for key, value in values.items():
         if key not in params:
-            close = difflib.get_close_matches(key, params, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, params)
             raise UserError(
                 f"unknown config key '{section}.{key}'; '{section}' has: {', '.join(params)}.{hint}"
             )

@@ -27,3 +27,22 @@ def print_error(message: object) -> None:
         return
     sys.stderr.flush()
     os.write(fd, line.encode("utf-8", "replace"))
+
+
+# How alike a name must be to be suggested (difflib's ratio): 0.7 keeps "sst3" -> "sst2" (0.75)
+# and drops "deberta-v2" -> "modernbert" (0.6), a suggestion that misleads.
+SIMILAR = 0.7
+
+
+def closest(word: object, options) -> str | None:
+    """The option most like ``word``, if any is alike enough (``SIMILAR``) to suggest."""
+    import difflib
+
+    found = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=SIMILAR)
+    return found[0] if found else None
+
+
+def did_you_mean(word: object, options) -> str:
+    """`` Did you mean 'x'?`` for an error message, or nothing when no option is alike."""
+    match = closest(word, options)
+    return f" Did you mean {match!r}?" if match else ""

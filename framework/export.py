@@ -28,6 +28,7 @@ from transformers import AutoConfig
 from framework.convert import config_to_hf, tasklight_to_hf
 from framework.errors import UserError
 from framework.families import Family, get_family
+from framework.fileio import publish_dir
 from framework.module import TaskModule
 
 
@@ -109,6 +110,7 @@ def export_hf(module: TaskModule, tokenizer: Any, out_dir: str | Path) -> Path:
         for name, text in module.task.export_files(config).items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(text)
+        publish_dir(tmp)  # mkdtemp's 0700 would keep a shared model from its readers
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

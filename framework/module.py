@@ -7,6 +7,7 @@ Trainer config.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -132,6 +133,9 @@ class TaskModule(L.LightningModule):
         # What the task learned from the training data (its label set): ``predict`` and
         # ``evaluate`` restore it from the checkpoint instead of reading that data again.
         checkpoint["task_state"] = self.task.state_dict()
+        # The encoder's architecture as trained (a RoBERTa-layout position table included):
+        # a finished run is rebuilt from it, not from its export, which may be in another layout.
+        checkpoint["encoder_config"] = dataclasses.asdict(self.encoder.cfg)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "task_state" in checkpoint:

@@ -7,7 +7,6 @@ and the closest match. Anything this check does not understand is left for Hydra
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -16,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from framework.config import CONF_DIR
-from framework.errors import UserError
+from framework.errors import UserError, did_you_mean
 
 # Hydra flags that take a value (the value is not an override).
 _FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
@@ -24,8 +23,7 @@ _FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-d
 
 
 def _hint(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(word, options)
 
 
 def group_options(group: str) -> list[str] | None:

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from framework.errors import UserError, print_error
+from framework.fileio import is_inside, write_atomic
 
 USAGE = "python -m framework.predict run=RUN_DIR input=FILE|- [output=FILE] [ckpt=FILE]"
 
@@ -41,9 +42,10 @@ def read_stdin(task: Any) -> dict[str, list]:
     return {c: [r.get(c) for r in records] for c in columns}
 
 
-def check_output(output: str | None, input_: str) -> Path | None:
+def check_output(output: str | None, input_: str, run_dir: Path, ckpt: str | None) -> Path | None:
     """The output file, checked before any inference: its folder exists, it is not a folder,
-    and it is not the input (which writing it would destroy)."""
+    not the input or the checkpoint (which writing it would destroy), and not inside the run's
+    directory (whose files it could replace: a checkpoint, ``config.yaml``, ``metrics.json``)."""
     if not output:
         return None
     path = Path(output)
@@ -55,19 +57,16 @@ def check_output(output: str | None, input_: str) -> Path | None:
         raise UserError(f"the folder of output={output} does not exist; create {path.parent} first")
     if not os.access(path.parent, os.W_OK):
         raise UserError(f"cannot write in {path.parent} (output={output}); choose another output")
-    if input_ != "-" and path.exists() and Path(input_).exists() and path.samefile(input_):
-        raise UserError(f"output={output} is the input file; name another output file")
+    for what, other in (("input", input_), ("checkpoint", ckpt)):
+        if other and other != "-" and path.exists() and Path(other).exists():
+            if path.samefile(other):
+                raise UserError(f"output={output} is the {what} file; name another output file")
+    if is_inside(path, run_dir):
+        raise UserError(
+            f"output={output} is inside the run directory {run_dir}, whose files it could "
+            "replace; write the predictions elsewhere (e.g. output=predictions.jsonl)"
+        )
     return path
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """``path`` holds ``text`` whole or keeps what it held: a temporary file beside it, renamed."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
@@ -76,7 +75,7 @@ def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
     from framework.runs import inference_trainer, load_run, run_config, task_packages
 
     run_dir = Path(args["run"])
-    output = check_output(args.get("output"), args["input"])
+    output = check_output(args.get("output"), args["input"], run_dir, args.get("ckpt"))
     cfg = run_config(run_dir, overrides)
     tokenizer, module = load_run(
         run_dir, cfg, args.get("ckpt"), task_packages(args["task_packages"])
@@ -88,7 +87,7 @@ def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
     else:
         rows = datamodule.read_file(Path(args["input"]))
     loader = datamodule.predict_loader(rows)
-    trainer = inference_trainer(cfg)
+    trainer = inference_trainer(cfg, overrides)
     decoded = module.decode_predictions(trainer.predict(module, loader))
     n = len(next(iter(rows.values())))
     missing = [i for i in range(n) if i not in decoded]
@@ -98,7 +97,7 @@ def predict(args: dict[str, Any], overrides: list[str]) -> list[dict[str, Any]]:
     records = [{"id": ids[i], **decoded[i]} for i in range(n)]
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if output is not None:
-        write_atomically(output, lines)
+        write_atomic(output, lines)
     else:
         sys.stdout.write(lines)
     return records

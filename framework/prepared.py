@@ -90,6 +90,12 @@ def read_manifest(folder: Path, key: str, inputs: dict[str, Any]) -> dict[str, A
         )
     for split in splits.values():
         for name, size in split["files"].items():
+            outside = Path(name).name != name or name.startswith(".") or name == ""
+            if outside or (folder / name).is_symlink():
+                raise DamagedPreparedData(  # a manifest may name only files of its own folder
+                    f"{path} names the file {name!r}, which is not in {folder}; the prepared "
+                    f"data was tampered with: delete {folder} or {PREPARE_HINT}"
+                )
             file = folder / name
             actual = file.stat().st_size if file.is_file() else None
             if actual != size:

@@ -154,6 +154,27 @@ def build_encoder(
     return Encoder(cfg, attn_impl=attn_impl), {}
 
 
+def encoder_from_record(record: dict, attn_impl: AttnImpl = "sdpa", **overrides: object) -> Encoder:
+    """A fresh encoder of the architecture a checkpoint recorded (``encoder_config``: the
+    ``EncoderConfig`` as trained); ``overrides`` (dropouts) replace recorded values."""
+    import dataclasses
+
+    from framework.encoder import EncoderConfig
+
+    known = {f.name for f in dataclasses.fields(EncoderConfig)}
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise UserError(
+            f"the checkpoint's encoder has settings this tasklight does not know "
+            f"({', '.join(unknown)}): it was written by a newer version; upgrade tasklight"
+        )
+    try:
+        cfg = EncoderConfig(**{**record, **overrides})
+    except (TypeError, ValueError) as e:
+        raise UserError(f"the checkpoint's encoder_config is not valid: {e}") from None
+    return Encoder(cfg, attn_impl=attn_impl)
+
+
 def resolve_init_from(init_from: str) -> tuple[Path, Path | None]:
     """``model.init_from`` -> (Hugging Face model directory, Lightning checkpoint or None).
 

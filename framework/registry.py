@@ -13,7 +13,6 @@ packages that hold tasks are imported by name from the config (``task_packages``
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from framework.errors import UserError
+from framework.errors import UserError, did_you_mean
 
 T = TypeVar("T")
 _TASKS: dict[str, type] = {}
@@ -44,9 +43,46 @@ def register_task(name: str) -> Callable[[type[T]], type[T]]:
     return deco
 
 
+SHIPPED = "tasks"  # the package of the shipped tasks, beside framework/ (in a wheel too)
+
+
+def import_shipped_tasks() -> None:
+    """Import the shipped ``tasks`` package from where tasklight is installed, never by a search
+    of ``sys.path``: ``python -m`` puts the working folder first there, and a folder (a run
+    directory, a user's project) holding a ``tasks/`` of its own would be imported instead.
+    Written by hand because ``importlib.import_module`` can only search."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / SHIPPED
+    loaded = sys.modules.get(SHIPPED)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", None) or "").resolve().parent == root:
+            return
+        raise UserError(
+            f"a package named {SHIPPED!r} from {getattr(loaded, '__file__', '?')} is imported, "
+            f"which hides tasklight's shipped tasks ({root}); rename that package"
+        )
+    spec = importlib.util.spec_from_file_location(
+        SHIPPED, root / "__init__.py", submodule_search_locations=[str(root)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[SHIPPED] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(SHIPPED, None)
+        raise
+
+
 def import_task_packages(names: list[str]) -> None:
-    """Import each package (or module) named in ``names``: their tasks register themselves."""
+    """Import each package (or module) named in ``names``: their tasks register themselves.
+    ``tasks`` is the shipped package, imported from where tasklight is installed."""
     for name in names:
+        if name == SHIPPED:
+            import_shipped_tasks()
+            continue
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -87,8 +123,7 @@ def get_task(name: str, import_paths: bool = True) -> type:
         cls = _load(name, name, lambda: getattr(importlib.import_module(module), attr), "it")
     else:
         known = sorted({*_TASKS, *plugin_names()})
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, known)
         raise UserError(
             f"unknown task {name!r}; known tasks: {', '.join(known)}, or a class of your own as "
             f"task=PKG.MODULE:CLASS.{hint}"

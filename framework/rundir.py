@@ -3,7 +3,11 @@
 ``claim`` is entered by the training process of global rank 0 before anything is read or
 written, and held until the run ends: a second run in the same directory is refused while the
 first holds the lock, and a directory that already holds a run is continued (``resume=auto``),
-replaced on request (``overwrite=true``) or refused. ``write_config`` writes the run's config
+replaced on request (``overwrite=true``) or refused. What a run wrote is known by name
+(``RUN_NAMES``, and its figures in the ledger ``.tasklight.outputs``): ``overwrite=true``
+deletes only that, and refuses a directory that holds anything else or that holds what this
+run reads; a directory tasklight never claimed (no lock file, no run's ``config.yaml``) is
+never taken for a run. ``write_config`` writes the run's config
 only after every check of the run (data, checkpoint) has passed, so a refused resume leaves the
 directory as it was.
 
@@ -24,17 +28,68 @@ from typing import IO
 from omegaconf import DictConfig, OmegaConf
 
 from framework.errors import UserError
+from framework.fileio import is_inside
 
 LOCK_NAME = ".tasklight.lock"
-# What a run writes; a directory holding any of these holds a run (Hydra's files do not count).
-RUN_OUTPUTS = ("config.yaml", "metrics.json", "checkpoints", "export", "csv", "tokenizer")
-KEPT = {LOCK_NAME, ".hydra", "train.log"}  # not removed by overwrite=true
+LEDGER = ".tasklight.outputs"  # the names this run wrote beyond the fixed ones (its figures)
+# What a run writes at the top of its directory (Hydra's train.log and .hydra/ included).
+RUN_NAMES = frozenset({
+    "config.yaml", "metrics.json", "checkpoints", "export", "csv", "tensorboard", "wandb",
+    "wandb_run_id", "tokenizer", "eval", "curves.png", "train.log", ".hydra", LOCK_NAME, LEDGER,
+})  # fmt: skip
+RUN_PATTERNS = ("hpc_ckpt_*.ckpt",)  # SLURM's requeue checkpoints
+KEPT = {LOCK_NAME, LEDGER, ".hydra", "train.log"}  # written before a run may be refused
+CONFIG_KEYS = {"task", "model", "data", "trainer"}  # a config.yaml tasklight wrote has these
+
+
+def made_by_tasklight(run_dir: Path) -> bool:
+    """Whether tasklight claimed ``run_dir`` before (its lock file) or wrote a run there (a
+    ``config.yaml`` holding a run's config): a folder that merely holds a ``csv/`` or a
+    ``config.yaml`` of its own is not a run, and is never emptied by ``overwrite=true``."""
+    if (run_dir / LOCK_NAME).is_file() or (run_dir / LEDGER).is_file():
+        return True
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(cfg, dict) and CONFIG_KEYS <= set(cfg)
+
+
+def record(run_dir: Path, *paths: Path) -> None:
+    """Add the top-level names of ``paths`` (files this run wrote in ``run_dir``: its figures)
+    to the run's ledger, so that ``overwrite=true`` knows them as the run's own."""
+    names = {p.name for p in paths if p.parent.resolve() == run_dir.resolve()}
+    names -= RUN_NAMES | _ledger(run_dir)
+    if names:
+        with open(run_dir / LEDGER, "a") as f:
+            f.writelines(f"{n}\n" for n in sorted(names))
+
+
+def _ledger(run_dir: Path) -> set[str]:
+    try:
+        lines = (run_dir / LEDGER).read_text().splitlines()
+    except OSError:
+        return set()
+    return {n for n in lines if n and "/" not in n and n not in (".", "..")}
+
+
+def run_outputs(run_dir: Path) -> list[Path]:
+    """The entries of ``run_dir`` that a run writes (see ``RUN_NAMES``, the ledger), sorted."""
+    own = RUN_NAMES | _ledger(run_dir)
+    found = {p for p in run_dir.iterdir() if p.name in own}
+    for pattern in RUN_PATTERNS:
+        found.update(run_dir.glob(pattern))
+    return sorted(found)
 
 
 def holds_run(run_dir: Path) -> list[str]:
-    """The names in ``run_dir`` that a run wrote (empty for a new directory)."""
-    found = [n for n in RUN_OUTPUTS if (run_dir / n).exists()]
-    return found + sorted(p.name for p in run_dir.glob("hpc_ckpt_*.ckpt"))
+    """The names in ``run_dir`` that a run wrote and a new run would replace (empty for a new
+    directory, or one where a run was refused before it wrote anything)."""
+    if not run_dir.is_dir():
+        return []
+    return [p.name for p in run_outputs(run_dir) if p.name not in KEPT]
 
 
 def lock(run_dir: Path) -> IO:
@@ -64,31 +119,77 @@ def lock(run_dir: Path) -> IO:
 
 
 @contextlib.contextmanager
-def claim(run_dir: Path, resume: bool, overwrite: bool, rank: int = 0) -> Iterator[None]:
+def claim(
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    rank: int = 0,
+    reads: dict[str, str | None] | None = None,
+) -> Iterator[None]:
     """Lock ``run_dir`` for the ``with`` block and check that this run may write there (see
-    the module docstring). Only rank 0 claims: the other processes join its run."""
+    the module docstring). ``reads``: the paths this run reads, by option name
+    (``data.path``...), which ``overwrite=true`` must never delete. Only rank 0 claims: the
+    other processes join its run."""
     if rank != 0:
         yield
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"hydra.run.dir {run_dir} is a file, not a directory; choose another path")
+    ours = run_dir.is_dir() and made_by_tasklight(run_dir)  # before the lock file is made
     with lock(run_dir):
-        found = holds_run(run_dir)
-        if found and not resume:
-            if not overwrite:
-                raise UserError(
-                    f"{run_dir} already holds a run ({', '.join(found)}); continue it with "
-                    "resume=auto, start a new one in another hydra.run.dir, or replace it with "
-                    "overwrite=true"
-                )
-            _remove_outputs(run_dir)
+        try:
+            _check(run_dir, ours, resume, overwrite, reads or {})
+        except UserError:
+            if not ours:  # a refused first claim leaves no lock file: it would make this a run
+                (run_dir / LOCK_NAME).unlink(missing_ok=True)
+            raise
         yield
 
 
-def _remove_outputs(run_dir: Path) -> None:
-    for entry in run_dir.iterdir():
-        if entry.name in KEPT:
-            continue
+def _check(
+    run_dir: Path, ours: bool, resume: bool, overwrite: bool, reads: dict[str, str | None]
+) -> None:
+    found = holds_run(run_dir)
+    if found and not ours:
+        raise UserError(
+            f"{run_dir} holds {', '.join(found)} but no tasklight run: a run would write over "
+            "them; start it in another (new or empty) hydra.run.dir"
+        )
+    if found and not resume:
+        if not overwrite:
+            raise UserError(
+                f"{run_dir} already holds a run ({', '.join(found)}); continue it with "
+                "resume=auto, start a new one in another hydra.run.dir, or replace it with "
+                "overwrite=true"
+            )
+        _remove_outputs(run_dir, reads)
+
+
+def _remove_outputs(run_dir: Path, reads: dict[str, str | None]) -> None:
+    """Delete what the run in ``run_dir`` wrote (``overwrite=true``): only when the folder holds
+    nothing else, and nothing this run reads lies among it."""
+    doomed = [p for p in run_outputs(run_dir) if p.name not in KEPT]
+    own = {p.name for p in run_outputs(run_dir)}
+    other = sorted(p.name for p in run_dir.iterdir() if p.name not in own)
+    if other:
+        shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        raise UserError(
+            f"overwrite=true deletes only what a run wrote, and {run_dir} also holds {shown}; "
+            "move them out, or start the run in another hydra.run.dir"
+        )
+    for option, value in reads.items():
+        if value and os.path.realpath(value) == os.path.realpath(run_dir):
+            hit: Path | None = run_dir  # e.g. model.init_from=RUN_DIR: its export
+        else:
+            hit = next((p for p in doomed if value and is_inside(value, p)), None)
+        if hit is not None:
+            what = f"the run in {hit}" if hit == run_dir else str(hit)
+            raise UserError(
+                f"overwrite=true would delete {what}, which this run reads ({option}={value}); "
+                "copy it out of the run directory first, or start the run in another "
+                "hydra.run.dir"
+            )
+    for entry in doomed:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

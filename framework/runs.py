@@ -8,6 +8,7 @@ training data is not read again.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[dict[str, Any], 
     if not args.get("run"):
         raise UserError("name the trained run: run=RUN_DIR (the directory a training printed)")
     return args, overrides
+
+
+def _search_working_folder_last() -> None:
+    """Put back the working folder that ``python -m framework.predict|evaluate`` dropped
+    (``framework/__init__.py``), last: a package the user named with ``task_packages=`` is
+    found there, and no installed module is shadowed by a file of that folder."""
+    import framework
+
+    folder = framework.DROPPED_FOLDER
+    if folder and folder not in sys.path:
+        sys.path.append(folder)
 
 
 def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -75,6 +87,25 @@ def best_checkpoint(run_dir: Path) -> Path:
     return newest
 
 
+def readable_best(run_dir: Path) -> tuple[Path, Any]:
+    """(path, contents) of the best checkpoint; when it cannot be read (truncated, damaged),
+    of the newest intact one, with a warning naming both. The best one's error when none is
+    intact."""
+    path = best_checkpoint(run_dir)
+    try:
+        return path, load_checkpoint(path)
+    except UserError as e:
+        fallback = newest_valid_checkpoint(run_dir)
+        if fallback is None or fallback.resolve() == path.resolve():
+            raise
+        print(
+            f"warning: {e}; using {fallback}, the newest intact checkpoint, instead (ckpt=FILE "
+            "names another)",
+            file=sys.stderr,
+        )
+        return fallback, load_checkpoint(fallback)
+
+
 def inside(run_dir: Path, name: str) -> Path | None:
     """``run_dir / name`` when it resolves to a path inside ``run_dir``, else None."""
     root = run_dir.resolve()
@@ -106,7 +137,6 @@ def load_run(
     from transformers import AutoTokenizer
 
     from framework.module import assemble
-    from framework.pretrained import build_encoder
     from framework.registry import (
         build_task,
         get_task,
@@ -116,13 +146,15 @@ def load_run(
         plugin_names,
     )
 
-    path = Path(ckpt) if ckpt else best_checkpoint(run_dir)
-    state = load_checkpoint(path)  # weights_only: a shared run directory runs no code
+    # weights_only: a shared run directory runs no code
+    path, state = (Path(ckpt), load_checkpoint(ckpt)) if ckpt else readable_best(run_dir)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise UserError(f"{path} is not a tasklight checkpoint (no state_dict); ckpt=FILE")
     if "task_state" not in state:
         raise UserError(f"checkpoint {path} has no task state (written by an older version)")
     packages = list(packages or DEFAULT_TASK_PACKAGES)
+    if set(packages) - set(DEFAULT_TASK_PACKAGES):  # the user named packages of their own
+        _search_working_folder_last()
     import_task_packages(packages)
     name = cfg.task.name
     module = name.partition(":")[0] if is_import_path(name) else None
@@ -147,31 +179,57 @@ def load_run(
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), use_fast=True)
     task.use_tokenizer(tokenizer)
     m = cfg.model
-    sizes = {
-        "attn_impl": m.attn_impl,
-        "vocab_size": len(tokenizer),
-        "attention_dropout": m.attention_dropout,
-        "hidden_dropout": m.get("hidden_dropout"),
-    }
-    if (export / "config.json").is_file():  # the architecture; the weights come from the ckpt
-        encoder, _ = build_encoder(None, None, init_from=str(export), from_scratch=True, **sizes)
-    else:
-        encoder, _ = build_encoder(m.name_or_path, m.preset, **sizes)
+    encoder = run_encoder(run_dir, cfg, state, len(tokenizer))
     encoder.unpad = bool(m.get("unpad", False))
     module = assemble(encoder, task)
     module.load_state_dict(state["state_dict"])
     return tokenizer, module.eval()
 
 
-def inference_trainer(cfg: DictConfig) -> Any:
-    """A one-device Lightning ``Trainer`` for predict/evaluate: the run's accelerator and
-    precision, no logger, checkpoints or progress bar."""
+def run_encoder(run_dir: Path, cfg: DictConfig, state: dict, vocab_size: int) -> Any:
+    """The run's encoder architecture, weights not loaded: as its checkpoint recorded it
+    (``encoder_config``); for a checkpoint of an older version, from ``export/config.json``
+    (or the model config), with the checkpoint's position table (a RoBERTa layout exports its
+    table without the rows before ``pad_token_id + 1``)."""
+    import dataclasses
+
+    from framework.encoder import Encoder
+    from framework.pretrained import build_encoder, encoder_from_record
+
+    m = cfg.model
+    drop = {"attention_dropout": m.attention_dropout}
+    if m.get("hidden_dropout") is not None:
+        drop["hidden_dropout"] = m.hidden_dropout
+    if isinstance(state.get("encoder_config"), dict):
+        return encoder_from_record(state["encoder_config"], m.attn_impl, **drop)
+    sizes = {"attn_impl": m.attn_impl, "vocab_size": vocab_size, **drop}
+    export = run_dir / "export"
+    if (export / "config.json").is_file():  # the architecture; the weights come from the ckpt
+        encoder, _ = build_encoder(None, None, init_from=str(export), from_scratch=True, **sizes)
+    else:
+        encoder, _ = build_encoder(m.name_or_path, m.preset, **sizes)
+    table = state["state_dict"].get("encoder.embeddings.position_embeddings.weight")
+    extra = 0 if table is None else len(table) - encoder.cfg.max_position_embeddings
+    if extra > 0:  # the rows a RoBERTa layout skips: its positions start at pad_token_id + 1
+        cfg_ = dataclasses.replace(
+            encoder.cfg, max_position_embeddings=len(table), position_offset=extra
+        )
+        encoder = Encoder(cfg_, attn_impl=m.attn_impl)
+    return encoder
+
+
+def inference_trainer(cfg: DictConfig, overrides: list[str] | None = None) -> Any:
+    """A one-device Lightning ``Trainer`` for predict/evaluate: the run's accelerator, full
+    precision (so that predictions equal the fp32 export's, whatever precision the run trained
+    in; ``trainer.precision=bf16-mixed`` on the command line asks for another), no logger,
+    checkpoints or progress bar."""
     import lightning as L
 
+    asked = [o.partition("=")[2] for o in overrides or [] if o.startswith("trainer.precision=")]
     return L.Trainer(
         accelerator=cfg.trainer.get("accelerator", "auto"),
         devices=1,
-        precision=cfg.trainer.get("precision", "32-true"),
+        precision=asked[-1] if asked else "32-true",
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,

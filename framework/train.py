@@ -41,7 +41,15 @@ def run(cfg: DictConfig) -> dict:
     print_config(cfg)
     check_config(cfg)
     resume, overwrite = cfg.get("resume") == "auto", bool(cfg.get("overwrite"))
-    with rundir.claim(run_dir, resume, overwrite, rank=rank_zero_only.rank):
+    reads = {  # what overwrite=true must never delete
+        "data.path": cfg.data.get("path"),
+        "data.cache_dir": cfg.data.get("cache_dir"),
+        "model.name_or_path": cfg.model.get("name_or_path"),
+        "model.tokenizer": cfg.model.get("tokenizer"),
+        "model.init_from": cfg.model.get("init_from"),
+        "ckpt_path": cfg.get("ckpt_path"),
+    }
+    with rundir.claim(run_dir, resume, overwrite, rank=rank_zero_only.rank, reads=reads):
         return _fit_and_evaluate(cfg, run_dir)
 
 
@@ -104,7 +112,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
         module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
     ):
         metrics.update(result)
-    module.write_figures(run_dir)
+    module.draw_figures = False  # drawn below, after metrics.json: figures never block it
     if datamodule.has_test:
         for result in trainer.test(
             module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
@@ -128,11 +136,14 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict:
         except UserError as e:  # the training's results stand; only the export is missing
             warnings.warn(str(e), stacklevel=1)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        plot_curve(run_dir / "csv" / "metrics.csv", cfg.task.monitor, run_dir / "curves.png")
         shown = " ".join(
             f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/"))
         )
         print(f"{shown} fit_seconds={fit_seconds:.1f} train_seconds={timer.seconds:.1f}")
+    figures = module.write_figures(run_dir)  # every process: the metric states sync
+    if trainer.is_global_zero:
+        rundir.record(run_dir, *figures)  # overwrite=true knows them as the run's own
+        plot_curve(run_dir / "csv" / "metrics.csv", cfg.task.monitor, run_dir / "curves.png")
         print(f"Run directory: {run_dir}")
     return metrics
 

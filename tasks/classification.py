@@ -157,6 +157,10 @@ class Classification(SequenceTask):
         return MetricCollection(metrics)
 
     def figures(self) -> dict[str, Metric]:
+        """The confusion matrix, up to ``MAX_DRAWN`` classes: beyond, its cells cannot be read
+        and drawing them costs minutes (320 classes) to hours and gigabytes (10,000)."""
+        if len(self.labels) > MAX_DRAWN:
+            return {}
         return {"confusion_matrix": NamedConfusionMatrix(self.label_names or self.labels)}
 
     def prediction(self, out: StepOutput, batch: Batch) -> Prediction:
@@ -204,6 +208,10 @@ def check_label_spellings(labels: list[str], column: str) -> None:
                 "data, or list both in task.labels to keep them apart"
             )
         seen[key] = label
+
+
+# The most classes a confusion matrix is drawn for (docs/tasks.md).
+MAX_DRAWN = 50
 
 
 class NamedConfusionMatrix(MulticlassConfusionMatrix):

@@ -7,7 +7,10 @@ import hashlib
 import json
 import os
 import shutil
+import stat
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from omegaconf import OmegaConf
 
 from framework import rundir
 from framework.errors import UserError
-from framework.predict import write_atomically
+from framework.fileio import write_atomic
 from framework.runs import best_checkpoint
 from tests.conftest import FAST
 from tests.test_bad_inputs import run_main
@@ -72,16 +75,59 @@ def test_a_new_run_in_a_directory_holding_a_run_is_refused_and_changes_nothing(f
     )  # config, .hydra, checkpoints, export: all as they were
 
 
-def test_overwrite_true_replaces_the_run_it_finds(tmp_path):
+def test_overwrite_true_replaces_the_run_it_finds(finished, tmp_path):
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(finished, run_dir)
     (run_dir / "checkpoints" / "step99.ckpt").write_bytes(b"an older run's checkpoint")
-    (run_dir / "config.yaml").write_text("an older run's config\n")
+    (run_dir / "eval" / "old").mkdir(parents=True)  # an evaluation of the older run
     code, err = run_main(*FAST, f"hydra.run.dir={run_dir}", "overwrite=true")
     assert code == 0, err[-3000:]
     assert not (run_dir / "checkpoints" / "step99.ckpt").exists()  # resume=auto cannot mix them
+    assert not (run_dir / "eval").exists()
     assert "preset: tiny" in (run_dir / "config.yaml").read_text()
-    assert (run_dir / "metrics.json").is_file()
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "confusion_matrix.png").is_file()
+
+
+def test_overwrite_true_deletes_only_what_a_run_wrote(finished, tmp_path):
+    """A run directory that also holds the user's files, or the data the new run reads: refused,
+    and not a byte of it changes."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    (run_dir / "notes.txt").write_text("my notes on this run\n")
+    (run_dir / "figures").mkdir()
+    (run_dir / "figures" / "slide.png").write_bytes(b"a figure of mine")
+    before = _snapshot(run_dir)
+    code, err = run_main(*FAST, f"hydra.run.dir={run_dir}", "overwrite=true")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    last = _last_line(err)
+    assert "overwrite=true deletes only what a run wrote" in last, last
+    assert "figures, notes.txt" in last, last
+    assert _same(before, _snapshot(run_dir))
+    (run_dir / "notes.txt").unlink()
+    shutil.rmtree(run_dir / "figures")
+    before = _snapshot(run_dir)
+    for read in (f"model.init_from={run_dir}", f"data.cache_dir={run_dir / 'csv' / 'cache'}"):
+        code, err = run_main(*FAST, f"hydra.run.dir={run_dir}", "overwrite=true", read)
+        assert code == 2 and "Traceback" not in err, err[-3000:]
+        last = _last_line(err)
+        assert "overwrite=true would delete" in last and read in last, last
+        assert _same(before, _snapshot(run_dir))
+
+
+def test_a_folder_that_holds_no_run_is_never_taken_for_one(tmp_path):
+    """A folder with a ``csv/`` and a ``config.yaml`` of its own is not a run: a new run there is
+    refused with or without overwrite=true, changes nothing and leaves no lock file behind."""
+    folder = tmp_path / "project"
+    (folder / "csv").mkdir(parents=True)
+    (folder / "csv" / "sales.csv").write_text("month,total\n1,10\n")
+    (folder / "config.yaml").write_text("database: prod\n")
+    before = _snapshot(folder)
+    for extra in ((), ("overwrite=true",), ("resume=auto",), ("overwrite=true",)):
+        code, err = run_main(*FAST, f"hydra.run.dir={folder}", *extra)
+        assert code == 2 and "Traceback" not in err, err[-3000:]
+        last = _last_line(err)
+        assert "holds config.yaml, csv but no tasklight run" in last, last
+        assert _same(before, _snapshot(folder)) and not (folder / rundir.LOCK_NAME).exists()
 
 
 def test_a_refused_resume_leaves_the_run_as_it_was(finished, tmp_path):
@@ -185,31 +231,149 @@ def test_predict_checks_its_output_before_inference(finished, tmp_path, inputs, 
 
     monkeypatch.setattr(framework.runs, "load_run", no_inference)
     original = inputs.read_bytes()
+    before = _snapshot(finished)
+    last = finished / "checkpoints" / "last.ckpt"
     for output, text in (
         (inputs, "is the input file"),
         (tmp_path / "missing" / "p.jsonl", "does not exist"),
         (tmp_path, "is a folder"),
+        (finished / "metrics.json", "is inside the run directory"),
+        (finished / "config.yaml", "is inside the run directory"),
+        (last, "is inside the run directory"),
+        (finished / "predictions.jsonl", "is inside the run directory"),
     ):
         code, _, err = predict_main(f"run={finished}", f"input={inputs}", f"output={output}")
         assert code == 2 and "Traceback" not in err, err[-3000:]
         assert _last_line(err).startswith("error: ") and text in _last_line(err), err
-    assert inputs.read_bytes() == original
+    link = tmp_path / "link.jsonl"  # a symbolic link into the run is inside it too
+    link.symlink_to(finished / "metrics.json")
+    code, _, err = predict_main(f"run={finished}", f"input={inputs}", f"output={link}")
+    assert code == 2 and "is inside the run directory" in _last_line(err), err
+    copy = tmp_path / "elsewhere.ckpt"  # ckpt= outside the run: not the output either
+    shutil.copy(last, copy)
+    code, _, err = predict_main(
+        f"run={finished}", f"input={inputs}", f"ckpt={copy}", f"output={copy}"
+    )
+    assert code == 2 and "is the checkpoint file" in _last_line(err), err
+    assert inputs.read_bytes() == original and _same(before, _snapshot(finished))
 
 
 def test_predictions_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     out = tmp_path / "p.jsonl"
     out.write_text("earlier predictions\n")
-    write_atomically(out, "new\n")
+    out.chmod(0o640)
+    write_atomic(out, "new\n")
     assert out.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
+    assert out.stat().st_mode & 0o777 == 0o640  # the replaced file's permissions are kept
 
-    def full_disk(self, text, *args, **kwargs):
+    def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", full_disk)
+    monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError):
-        write_atomically(out, "lost\n")
+        write_atomic(out, "lost\n")
     monkeypatch.undo()
     assert out.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
+
+
+def test_outputs_through_links_and_special_files_keep_what_they_are(finished, tmp_path, inputs):
+    target = tmp_path / "kept" / "predictions.jsonl"
+    target.parent.mkdir()
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    code, _, err = predict_main(f"run={finished}", f"input={inputs}", f"output={link}")
+    assert code == 0, err[-3000:]
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 2
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_atomic(fifo, "through the pipe\n")
+    reader.join(timeout=10)
+    assert got == [b"through the pipe\n"] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_evaluate_never_writes_among_the_runs_files(finished, tmp_path, capfd):
+    from framework.evaluate import main
+
+    before = _snapshot(finished)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"revenue": 3}\n')
+    for out, text in (
+        (finished, "among the run's own files"),
+        (finished / "checkpoints", "among the run's own files"),
+        (finished.parent, "among the run's own files"),
+        (mine, "which is not an earlier evaluation's"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main([f"run={finished}", f"output_dir={out}"])
+        last = _last_line(capfd.readouterr().err)
+        assert exit_.value.code == 2 and last.startswith("error: ") and text in last, last
+    assert _same(before, _snapshot(finished))
+    assert (mine / "metrics.json").read_text() == '{"revenue": 3}\n'
+    again = tmp_path / "eval"
+    for _ in range(2):  # an earlier evaluation's folder is replaced
+        main([f"run={finished}", f"output_dir={again}"])
+    assert json.loads((again / "metrics.json").read_text())["split"] == "val"
+
+
+def test_a_damaged_best_checkpoint_falls_back_to_the_newest_intact_one(finished, tmp_path, inputs):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    best = run / json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    with open(best, "r+b") as f:
+        f.truncate(100)
+    code, out, err = predict_main(f"run={run}", f"input={inputs}")
+    assert code == 0, err[-3000:]
+    assert f"warning: checkpoint {best} cannot be read" in err
+    assert f"using {run / 'checkpoints' / 'last.ckpt'}" in err
+    assert len(out.splitlines()) == 2
+    from framework.evaluate import main
+
+    main([f"run={run}", f"output_dir={tmp_path / 'eval'}"])
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["examples"] > 0
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"damaged too")
+    code, _, err = predict_main(f"run={run}", f"input={inputs}")
+    assert code == 2 and f"checkpoint {best} cannot be read" in _last_line(err), err
+
+
+def test_the_export_is_readable_by_others(finished):
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (finished / "export", *(finished / "export").iterdir()):
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_predict_in_a_run_directory_imports_nothing_from_it(finished, tmp_path):
+    """``cd RUN && python -m framework.predict run=.``: the folder's own ``tasks/`` package (or
+    any module there) is never imported; nor by ``tasklight-predict``."""
+    run = tmp_path / "shared_run"
+    shutil.copytree(finished, run)
+    marker = tmp_path / "code_ran"
+    (run / "tasks").mkdir()
+    (run / "tasks" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (run / "omegaconf.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    script = Path(sys.executable).with_name("tasklight-predict")
+    env = {**os.environ, "PYTHONPATH": ""}
+    for command in ([sys.executable, "-m", "framework.predict"], [str(script)]):
+        done = subprocess.run(
+            [*command, "run=.", "input=-"], cwd=run, input="a fine film\n",
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout)["label"] in ("negative", "positive")
+        assert not marker.exists(), command
+    # A package the user names is looked up there, after the installed ones.
+    (run / "mine.py").write_text(f"open({str(tmp_path / 'mine_ran')!r}, 'w').write('ran')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "framework.predict", "run=.", "input=-", "task_packages=tasks,mine"],
+        cwd=run, input="a fine film\n", capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "mine_ran").exists() and not marker.exists()
 
 
 def test_a_resume_with_another_batch_size_is_refused(finished):

@@ -11,7 +11,6 @@ elsewhere), so adding a family is adding its module (docs/families.md).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from framework.errors import UserError
+from framework.errors import UserError, closest
 
 State = dict[str, torch.Tensor]
 Source = str | tuple[str, ...]  # one tensor name, or several concatenated on dim 0 (q, k, v)
@@ -102,8 +101,8 @@ def get_family(model_type: str | None, source: str = "the checkpoint") -> Family
     families = load_families()
     if model_type in families:
         return families[model_type]
-    close = difflib.get_close_matches(str(model_type), families, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest(model_type, families)
+    hint = f" (did you mean {close!r}?)" if close else ""
     raise UserError(
         f"{source} is a {model_type!r} model{hint}; the fused encoder loads these encoder "
         f"families: {', '.join(families)}"

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import io
 import json
+import re
 import sys
 import threading
 import time
@@ -100,6 +101,26 @@ def test_a_manifest_from_another_tokenizer_or_code_version_is_refused(data, toke
     path.write_text(json.dumps(manifest))
     with pytest.raises(UserError, match=r"other inputs \(code, tokenizer differ"):
         _dm(data, tokenizer).setup_data()
+
+
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused(data, tokenizer, tmp_path):
+    dm = _dm(data, tokenizer)
+    dm.setup_data()
+    folder = _folder(dm)
+    path = folder / "manifest.json"
+    original = json.loads(path.read_text())
+    planted = tmp_path / "planted.arrow"  # a valid Arrow file elsewhere, of the named size
+    planted.write_bytes((folder / "train.arrow").read_bytes())
+    size = planted.stat().st_size
+    for name in (str(planted), f"../../{planted.name}", "linked.arrow"):
+        if name == "linked.arrow":
+            (folder / name).symlink_to(planted)
+        manifest = json.loads(json.dumps(original))
+        manifest["splits"]["train"]["files"] = {name: size}
+        path.write_text(json.dumps(manifest))
+        refused = rf"names the file '{re.escape(name)}', which is not in"
+        with pytest.raises(UserError, match=refused):
+            _dm(data, tokenizer).setup_data()
 
 
 def test_two_prepares_of_the_same_data_at_once(data, tokenizer):
