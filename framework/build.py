@@ -52,8 +52,24 @@ def build_data(cfg: DictConfig) -> tuple:
         raise UserError(
             f"cannot load a tokenizer from {tok_path!r}: {str(e).splitlines()[0]}"
         ) from e
+    check_tokenizer(tokenizer, tok_path)
     datamodule.tokenizer = tokenizer
     return tokenizer, datamodule
+
+
+# Fewer tokens than this is no real tokenizer: transformers builds one of 5 special tokens (every
+# word [UNK], or nothing) from a folder that holds a model's config.json and no tokenizer files.
+MIN_VOCAB = 100
+
+
+def check_tokenizer(tokenizer, tok_path: str) -> None:
+    """A ``UserError`` for a tokenizer with almost no vocabulary (see ``MIN_VOCAB``)."""
+    if len(tokenizer) < MIN_VOCAB:
+        raise UserError(
+            f"the tokenizer loaded from {tok_path!r} has {len(tokenizer)} tokens: the folder holds "
+            "no tokenizer files (tokenizer.json, vocab.txt, ...); copy the model's tokenizer "
+            "into it, or point model.tokenizer at one"
+        )
 
 
 def build(cfg: DictConfig) -> tuple:

@@ -84,9 +84,12 @@ def hf_to_tasklight(
     ours: dict[str, torch.Tensor] = {}
     taken: dict[str, torch.Tensor] = {}  # tensors that several of our keys read parts of
 
+    used: set[str] = set()
+
     def read(source: str, param: str) -> torch.Tensor:
         name, _, part = source.partition("@")
         key = f"{name}.{param}"
+        used.add(key)
         if not part:
             return hf.pop(key)
         if key not in taken:
@@ -102,7 +105,21 @@ def hf_to_tasklight(
         ours[key] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
     for key in [k for k in hf if k.endswith(_BUFFERS)]:
         del hf[key]
+    # A tensor of the encoder's own kind left over (layer 6 of a config that says 4 layers)
+    # would be silently dropped: the config does not describe the weights.
+    stems = {_stem(k) for k in used}
+    unused = sorted(k for k in hf if _stem(k) in stems)
+    if unused:
+        raise ValueError(
+            f"the weights hold {unused[0]} (and {len(unused) - 1} more of the encoder's "
+            f"tensors) that the config has no place for (num_hidden_layers={cfg.num_layers})"
+        )
     return ours, hf
+
+
+def _stem(key: str) -> str:
+    """``key`` with its numbers replaced: ``encoder.layer.*.attention.self.query.weight``."""
+    return ".".join("*" if part.isdigit() else part for part in key.split("."))
 
 
 def tasklight_to_hf(

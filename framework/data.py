@@ -48,6 +48,25 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+def check_no_gaps(task: Task, rows: dict[str, list]) -> None:
+    """A ``UserError`` naming the first input row that lacks a column the task needs to
+    predict (a JSON line without the key, or ``null``): it would be predicted as an empty text,
+    or as the text "None". The needed columns are those ``task.check_columns`` requires."""
+    for column, values in rows.items():
+        others = [c for c in rows if c != column]
+        try:
+            task.check_columns(others, "predict")
+            continue  # not needed
+        except UserError:
+            pass
+        missing = next((i for i, v in enumerate(values) if v is None), None)
+        if missing is not None:
+            raise UserError(
+                f"input row {missing + 1} has no {column!r} (a missing key or null), which the "
+                "task needs to predict; give every row one"
+            )
+
+
 class DataModule(L.LightningDataModule):
     """Encoded train/val/test splits of one data source, served as padded batches.
 
@@ -295,6 +314,7 @@ class DataModule(L.LightningDataModule):
         if n == 0:
             raise UserError("no input rows to predict")
         self.task.check_columns(list(rows), "predict")
+        check_no_gaps(self.task, rows)
         self.task.use_tokenizer(self.tokenizer)
         self.task.keep_rows("predict", rows)
         features = self.task.encode(rows, list(range(n)), self.tokenizer, self.max_length)

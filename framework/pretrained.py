@@ -100,6 +100,11 @@ def load_pretrained(
         ours, rest = hf_to_tasklight(read_state_dict(weights), cfg, model_type)
     except KeyError as e:
         raise UserError(f"{weights} is not a {model_type} checkpoint: missing tensor {e}") from e
+    except ValueError as e:
+        raise UserError(
+            f"{name_or_path!r} does not match its config.json: {e}; make config.json describe "
+            "the weights"
+        ) from None
     encoder.load_state_dict(ours, strict=True)
     return encoder, rest
 

@@ -92,6 +92,11 @@ def import_task_packages(names: list[str]) -> None:
                 f"task package {name!r} cannot be imported; check task_packages (and that it "
                 "is on PYTHONPATH)"
             ) from None
+        except SystemExit as e:  # it would end the run with its own status (0: "success")
+            raise UserError(
+                f"task package {name!r} exited while being imported (exit({e.code!r})); a "
+                "module of tasks must not call exit() at import"
+            ) from None
 
 
 def list_tasks() -> list[str]:
@@ -150,7 +155,7 @@ def _load(name: str, path: str, load: Callable[[], type], what: str) -> type:
         raise UserError(f"task {name!r}: importing {module!r} failed: {e}") from None
     except AttributeError as e:
         raise UserError(f"task {name!r}: {e}; check the class name after ':'") from None
-    except Exception as e:  # a plug-in whose import raises: name it, not a traceback
+    except (Exception, SystemExit) as e:  # a plug-in whose import raises or exits
         raise UserError(
             f"task {name!r}: importing {what} failed: {type(e).__name__}: {e}"
         ) from None
@@ -177,4 +182,12 @@ def build_task(task_cfg: DictConfig, import_paths: bool = True):
             f"task {task_cfg.name!r} has no option {', '.join(unknown)}; its options: "
             f"{', '.join(sorted(known))}"
         )
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except UserError:
+        raise
+    except (Exception, SystemExit) as e:  # a plug-in's constructor: named, not a traceback
+        raise UserError(
+            f"task {task_cfg.name!r}: its constructor raised {type(e).__name__}: {e}; check "
+            "the task.* options"
+        ) from None

@@ -133,6 +133,7 @@ class NER(Task):
         schemes, types = set(), set()
         for chunk in train_chunks:
             tags = [[str(t) for t in seq] for seq in chunk[self.tags_column]]
+            check_prefixes(tags, self.tags_column)
             if self.scheme == "auto":
                 schemes.add(detect_scheme(tags))
             if self.labels is None:
@@ -141,6 +142,11 @@ class NER(Task):
             self.scheme = next(s for s in ("BIOES", "IOB1", "IOB2") if s in schemes or s == "IOB2")
             log.info("NER tag scheme detected: %s", self.scheme)
         if self.labels is None:
+            if not types:
+                raise UserError(
+                    f"every tag of the train split is O (column {self.tags_column!r}): there is "
+                    "no entity to learn; check task.tags_column (or task.tag_field for CoNLL)"
+                )
             self.labels = ["O", *(f"{p}-{typ}" for typ in sorted(types) for p in "BI")]
         if "O" not in self.labels:
             raise UserError("task.labels must contain 'O'")
@@ -342,6 +348,18 @@ class NER(Task):
 
     def text_line(self, row: dict[str, Any]) -> str | None:
         return " ".join(row[self.tokens_column])
+
+
+def check_prefixes(tags: list[list[str]], column: str) -> None:
+    """A ``UserError`` for a tag that is neither ``O`` nor ``P-TYPE`` with P one of the schemes'
+    prefixes (B, I, E, S): ``PER`` would be read as prefix ``P`` and type ``R``."""
+    for seq in tags:
+        for tag in seq:
+            if tag != "O" and (len(tag) < 3 or tag[0] not in "BIES" or tag[1] != "-"):
+                raise UserError(
+                    f"tag {tag!r} in column {column!r} is not O nor PREFIX-TYPE (B-PER, I-PER; "
+                    "IOB1, IOB2 or BIOES): write each entity tag with its prefix"
+                )
 
 
 def _inside(tag: str) -> str:

@@ -114,6 +114,9 @@ class QuestionAnswering(Task):
         }
         if labelled:
             out["start_positions"], out["end_positions"] = [], []
+        if labelled:
+            for r, value in enumerate(rows[self.answers_column]):
+                check_answer(contexts[r], answers_of(value), indices[r])
         reach = [0] * len(contexts)  # the last context character each row's windows hold
         for w, r in enumerate(enc["overflow_to_sample_mapping"]):
             in_context = [s == 1 for s in enc.sequence_ids(w)]
@@ -316,6 +319,21 @@ class QuestionAnswering(Task):
 
     def record_value(self, record: dict[str, Any]) -> Any:
         return record["answer"]
+
+
+def check_answer(context: str, answers: list[tuple[str, int]], row: int) -> None:
+    """A ``UserError`` when the answer trained on is not where its ``answer_start`` says in the
+    context: a wrong offset would train a wrong span, silently."""
+    if not answers:
+        return
+    text, start = answers[0]
+    found = context[start : start + len(text)] if start >= 0 else ""
+    if found != text:
+        raise UserError(
+            f"row {row + 1}: the answer {text[:40]!r} is not at answer_start={start} of its "
+            f"context (there: {found[:40]!r}); fix answer_start (a character offset into the "
+            "context)"
+        )
 
 
 def _check_windows_cover(contexts: list[str], reach: list[int], indices: list[int]) -> None:

@@ -286,6 +286,49 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], str]] = {
         (),
         "labels 'Pos' and 'pos ' in column 'label' differ only by case or surrounding spaces",
     ),
+    "NER tags without a B-/I- prefix": (
+        {
+            "train.jsonl": _jsonl({"tokens": ["Peter", "said"], "tags": ["PER", "O"]}),
+            "dev.jsonl": GOOD_NER_JSON,
+        },
+        NER_JSON,
+        "tag 'PER' in column 'tags' is not O nor PREFIX-TYPE",
+    ),
+    "NER training data that is all O": (
+        {
+            "train.jsonl": _jsonl({"tokens": ["Peter", "said"], "tags": ["O", "O"]}),
+            "dev.jsonl": _jsonl({"tokens": ["it", "rains"], "tags": ["O", "O"]}),
+        },
+        NER_JSON,
+        "every tag of the train split is O",
+    ),
+    "QA answer not at its answer_start": (
+        {
+            "train.jsonl": _jsonl(
+                {
+                    "question": "who?",
+                    "context": "Ann ran home.",
+                    "answers": [{"text": "Ann", "answer_start": 4}],
+                }
+            )
+        },
+        ("task=qa", "data.train_file=train.jsonl", "data.val_file=train.jsonl"),
+        "row 1: the answer 'Ann' is not at answer_start=4 of its context (there: 'ran')",
+    ),
+    "a model folder without tokenizer files": (
+        {},
+        (
+            "model.name_or_path={tmp}/model_without_tokenizer",
+            "model.preset=null",
+            "model.tokenizer=null",
+        ),
+        "has 5 tokens: the folder holds no tokenizer files",
+    ),
+    "a config with fewer layers than its weights": (
+        {},
+        ("model.name_or_path={tmp}/fewer_layers", "model.preset=null"),
+        "the weights hold encoder.layer.4.attention.output.LayerNorm.bias (and 31 more",
+    ),
     # -- checkpoints and resume ------------------------------------------------------------
     "resume=yes": ({}, ("resume=yes",), "use resume=auto"),
     "ckpt_path missing": ({}, ("ckpt_path={tmp}/none.ckpt",), "none.ckpt does not exist"),
@@ -344,6 +387,18 @@ def inputs(tmp_path_factory) -> Path:
     big = AutoTokenizer.from_pretrained(_packaged_minilm())
     big.add_tokens(["tasklightword1", "tasklightword2"])
     big.save_pretrained(tmp / "big_tokenizer")
+    minilm = Path(_packaged_minilm())
+    for name, layers in (
+        ("model_without_tokenizer", 6),
+        ("fewer_layers", 4),
+    ):  # MiniLM has 6 layers
+        folder = tmp / name
+        folder.mkdir()
+        config = json.loads((minilm / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": layers}))
+        (folder / "model.safetensors").symlink_to(minilm / "model.safetensors")
+        if name == "fewer_layers":
+            AutoTokenizer.from_pretrained(minilm).save_pretrained(folder)
     return tmp
 
 
@@ -452,3 +507,32 @@ def test_empty_texts_train_with_a_warning_that_counts_them(tmp_path):
     code, err = run_main(*FAST, f"data.path={data}", f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 0, err[-3000:]
     assert "warning: 2 of the train split's texts are empty (first: row 4)" in err
+
+
+@pytest.mark.parametrize("how", ["import path", "task package"])
+def test_a_plugin_that_exits_while_imported_is_one_error_line(how, tmp_path, monkeypatch):
+    """``sys.exit(0)`` in a plug-in's module ended the run with status 0 and nothing trained."""
+    (tmp_path / "exiting_plugin.py").write_text("import sys\n\nsys.exit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "exiting_plugin", raising=False)
+    chosen = (
+        "task=exiting_plugin:Task" if how == "import path" else "task_packages=[exiting_plugin]"
+    )
+    code, err = run_main(*FAST, chosen, f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "exit" in last and "exiting_plugin" in last, last
+
+
+def test_a_plugin_whose_constructor_raises_is_one_error_line(tmp_path, monkeypatch):
+    (tmp_path / "raising_plugin.py").write_text(
+        "from tasks.classification import Classification\n\n\n"
+        "class Raising(Classification):\n"
+        "    def __init__(self, **kwargs):\n"
+        "        raise RuntimeError('no GPU driver found')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, err = run_main(*FAST, "task=raising_plugin:Raising", f"hydra.run.dir={tmp_path / 'r'}")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "its constructor raised RuntimeError: no GPU driver found" in last, last

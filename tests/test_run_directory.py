@@ -376,6 +376,18 @@ def test_predict_in_a_run_directory_imports_nothing_from_it(finished, tmp_path):
     assert (tmp_path / "mine_ran").exists() and not marker.exists()
 
 
+def test_a_predict_row_without_its_text_is_refused(finished, tmp_path):
+    """A JSON line without the key the task reads was predicted as an empty text."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "a fine film"}\n{"review": "dull"}\n')
+    for args in ((f"input={rows}",), ("input=-",)):
+        stdin = rows.read_text() if args == ("input=-",) else None
+        code, out, err = predict_main(f"run={finished}", *args, stdin=stdin)
+        assert code == 2 and not out, err[-3000:]
+        last = _last_line(err)
+        assert "input row 2 has no 'text' (a missing key or null)" in last, last
+
+
 def test_a_resume_with_another_batch_size_is_refused(finished):
     # The checkpoint's place in the epoch counts batches: of 16 rows there, of 8 here.
     before = _snapshot(finished)
