@@ -90,11 +90,17 @@ def load_pretrained(
             f"{name_or_path!r} has a config.json but no weights ({' or '.join(WEIGHT_FILES)}); "
             "point model.name_or_path at a complete checkpoint directory"
         )
-    cfg = config_from_hf(hf_config)
-    if overrides:
-        import dataclasses
+    try:
+        cfg = config_from_hf(hf_config)
+        if overrides:
+            import dataclasses
 
-        cfg = dataclasses.replace(cfg, **overrides)
+            cfg = dataclasses.replace(cfg, **overrides)
+    except (KeyError, TypeError, ValueError) as e:  # a field missing, of the wrong type...
+        what = f"has no {e}" if isinstance(e, KeyError) else f"is not valid: {e}"
+        raise UserError(
+            f"the config.json of {name_or_path!r} {what}; fix it (or use the model's own)"
+        ) from None
     encoder = Encoder(cfg, attn_impl=attn_impl)
     try:
         ours, rest = hf_to_tasklight(read_state_dict(weights), cfg, model_type)

@@ -170,7 +170,13 @@ def load_run(
             f"not import: pass task_packages={','.join(named) or 'PKG'} if you trust that code"
         )
     task = build_task(cfg.task, import_paths=False)
-    task.load_state_dict(state["task_state"])
+    try:
+        task.load_state_dict(state["task_state"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(
+            f"checkpoint {path} holds the state of another task than {cfg.task.name!r} "
+            f"({type(e).__name__}: {e}); pass one of this run's checkpoints (ckpt=FILE)"
+        ) from None
     export = run_dir / "export"
     found = [d for d in (export, run_dir / "tokenizer") if (d / "tokenizer.json").is_file()]
     if not found:
@@ -182,7 +188,14 @@ def load_run(
     encoder = run_encoder(run_dir, cfg, state, len(tokenizer))
     encoder.unpad = bool(m.get("unpad", False))
     module = assemble(encoder, task)
-    module.load_state_dict(state["state_dict"])
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as e:  # another task's or model's checkpoint (ckpt=FILE)
+        why = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise UserError(
+            f"checkpoint {path} was written for another task or model than the run {run_dir} "
+            f"({why[:160]}); pass one of this run's checkpoints (ckpt=FILE)"
+        ) from None
     return tokenizer, module.eval()
 
 

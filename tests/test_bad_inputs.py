@@ -329,6 +329,16 @@ CASES: dict[str, tuple[dict[str, str], tuple[str, ...], str]] = {
         ("model.name_or_path={tmp}/fewer_layers", "model.preset=null"),
         "the weights hold encoder.layer.4.attention.output.LayerNorm.bias (and 31 more",
     ),
+    "a config.json whose heads do not divide the hidden size": (
+        {},
+        ("model.name_or_path={tmp}/five_heads", "model.preset=null"),
+        "is not valid: hidden_size (384) must be divisible by num_heads (5)",
+    ),
+    "a config.json without hidden_size": (
+        {},
+        ("model.name_or_path={tmp}/no_hidden_size", "model.preset=null"),
+        "has no 'hidden_size'; fix it",
+    ),
     # -- checkpoints and resume ------------------------------------------------------------
     "resume=yes": ({}, ("resume=yes",), "use resume=auto"),
     "ckpt_path missing": ({}, ("ckpt_path={tmp}/none.ckpt",), "none.ckpt does not exist"),
@@ -399,6 +409,14 @@ def inputs(tmp_path_factory) -> Path:
         (folder / "model.safetensors").symlink_to(minilm / "model.safetensors")
         if name == "fewer_layers":
             AutoTokenizer.from_pretrained(minilm).save_pretrained(folder)
+    config = json.loads((minilm / "config.json").read_text())
+    for name, broken in (
+        ("five_heads", {**config, "num_attention_heads": 5}),
+        ("no_hidden_size", {k: v for k, v in config.items() if k != "hidden_size"}),
+    ):
+        (tmp / name).mkdir()
+        (tmp / name / "config.json").write_text(json.dumps(broken))
+        (tmp / name / "model.safetensors").symlink_to(minilm / "model.safetensors")
     return tmp
 
 
@@ -536,3 +554,17 @@ def test_a_plugin_whose_constructor_raises_is_one_error_line(tmp_path, monkeypat
     assert code == 2 and "Traceback" not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert "its constructor raised RuntimeError: no GPU driver found" in last, last
+
+
+def test_predict_with_another_tasks_checkpoint_is_one_error_line(inputs, tmp_path):
+    from tests.test_predict import predict_main
+
+    data = _data(tmp_path, GOOD)
+    run = tmp_path / "run"
+    code, err = run_main(*FAST, f"data.path={data}", f"hydra.run.dir={run}")
+    assert code == 0, err[-3000:]
+    ner = inputs / "ner.ckpt"
+    code, _, err = predict_main(f"run={run}", f"input={data / 'dev.csv'}", f"ckpt={ner}")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert f"error: checkpoint {ner} " in last and "this run's checkpoints (ckpt=FILE)" in last
