@@ -15,9 +15,9 @@ import stat
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, data: str | bytes, fsync: bool = False) -> Path:
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` (see the module docstring); the path written (the link's
-    target for a symbolic link). ``fsync``: the bytes reach the disk before the rename."""
+    target for a symbolic link)."""
     mode = "wb" if isinstance(data, bytes) else "w"
     try:
         st = os.stat(path)  # of what a symbolic link points at
@@ -32,9 +32,6 @@ def write_atomic(path: str | Path, data: str | bytes, fsync: bool = False) -> Pa
     try:
         with open(tmp, mode) as f:
             f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
         if st is not None:  # the replaced file's permissions, not the temporary file's
             os.chmod(tmp, stat.S_IMODE(st.st_mode))
         os.replace(tmp, target)
@@ -45,7 +42,8 @@ def write_atomic(path: str | Path, data: str | bytes, fsync: bool = False) -> Pa
 
 def publish_dir(folder: Path) -> None:
     """Give ``folder`` the mode ``mkdir`` would (0777 less the umask), and its files 0666 less
-    the umask: ``tempfile.mkdtemp`` makes a folder only its owner can read."""
+    the umask: ``tempfile.mkdtemp`` makes a folder only its owner can read, and safetensors
+    writes its files 0600."""
     umask = os.umask(0)
     os.umask(umask)
     for root, dirs, files in os.walk(folder):

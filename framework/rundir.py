@@ -168,8 +168,9 @@ def _check(
 def _remove_outputs(run_dir: Path, reads: dict[str, str | None]) -> None:
     """Delete what the run in ``run_dir`` wrote (``overwrite=true``): only when the folder holds
     nothing else, and nothing this run reads lies among it."""
-    doomed = [p for p in run_outputs(run_dir) if p.name not in KEPT]
-    own = {p.name for p in run_outputs(run_dir)}
+    outputs = run_outputs(run_dir)
+    doomed = [p for p in outputs if p.name not in KEPT]
+    own = {p.name for p in outputs}
     other = sorted(p.name for p in run_dir.iterdir() if p.name not in own)
     if other:
         shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
