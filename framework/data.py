@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,22 @@ from framework.task import Task
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+
+@contextmanager
+def reads_columns(split: str, columns: list[str]) -> Iterator[None]:
+    """Turn a ``KeyError`` for a column the split does not have, raised by the task (a plug-in
+    without ``check_columns`` reading ``rows["review"]``), into one line naming the columns."""
+    try:
+        yield
+    except KeyError as e:
+        key = e.args[0] if e.args else None
+        if not isinstance(key, str) or key in columns:
+            raise
+        raise UserError(
+            f"the task reads a column {key!r}, which the {split} split does not have (its "
+            f"columns: {', '.join(columns)}); set the task's column option (task.*_column)"
+        ) from None
 
 
 def check_no_gaps(task: Task, rows: dict[str, list]) -> None:
@@ -219,12 +236,14 @@ class DataModule(L.LightningDataModule):
     def _prepare(self, folder: Path, key: str, inputs: dict, fit: bool) -> dict[str, Any]:
         raw = self._read(list(inputs["sources"]))  # fit=False: no train split
         for split, ds in raw.items():
-            self.task.check_columns(ds.column_names, split)
-            check_column_types(self.task, ds, split, self.sources.where(split))
-            warn_empty_texts(self.task, split, ds)
+            with reads_columns(split, ds.column_names):
+                self.task.check_columns(ds.column_names, split)
+                check_column_types(self.task, ds, split, self.sources.where(split))
+                warn_empty_texts(self.task, split, ds)
         self.task.use_tokenizer(self.tokenizer)  # e.g. MLM: special token ids, vocabulary size
         if fit:
-            self.task.setup(raw["train"].iter(batch_size=CHUNK_ROWS))
+            with reads_columns("train", raw["train"].column_names):
+                self.task.setup(raw["train"].iter(batch_size=CHUNK_ROWS))
         task_state = self.task.state_dict()
         try:
             json.dumps(task_state)
@@ -240,7 +259,8 @@ class DataModule(L.LightningDataModule):
             for split, ds in raw.items():
                 fp = fingerprint(key, split)
                 ds = self._subset(ds, split)
-                splits[split] = encode_split(ds, split, encode, stage.tmp, self.num_proc, fp)
+                with reads_columns(split, ds.column_names):
+                    splits[split] = encode_split(ds, split, encode, stage.tmp, self.num_proc, fp)
             manifest = {
                 "format_version": FORMAT_VERSION, "key": key, "inputs": inputs,
                 "task_state": task_state, "splits": splits,
@@ -317,7 +337,8 @@ class DataModule(L.LightningDataModule):
         check_no_gaps(self.task, rows)
         self.task.use_tokenizer(self.tokenizer)
         self.task.keep_rows("predict", rows)
-        features = self.task.encode(rows, list(range(n)), self.tokenizer, self.max_length)
+        with reads_columns("predict", list(rows)):
+            features = self.task.encode(rows, list(range(n)), self.tokenizer, self.max_length)
         self._lengths.pop("predict", None)
         self.splits["predict"] = [
             dict(zip(features, values, strict=True))

@@ -210,8 +210,7 @@ class TaskModule(L.LightningModule):
         example whose features span batches (the windows of a long sentence) is whole."""
         if not outputs:
             return {}
-        merged = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
-        return self.task.decode(merged)
+        return self.task.decode(concat_batches(outputs))
 
     def _stepping_batches(self) -> float:
         """``trainer.estimated_stepping_batches``, computed without the training loader.
@@ -308,3 +307,17 @@ def assemble(
         task.head_style = HeadStyle(act=cfg.hidden_act, norm_eps=cfg.layer_norm_eps)
     head = task.build_head(encoder.cfg.hidden_size, pretrained or {})
     return TaskModule(encoder, task, head, **optim)
+
+
+def concat_batches(values: list[Any]) -> Any:
+    """Per-batch predictions joined into one: tensors concatenated along their first dimension,
+    dicts (a task's ``preds`` may be a dict of tensors) key by key, at any depth."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(values)
+    if isinstance(first, dict):
+        return {k: concat_batches([v[k] for v in values]) for k in first}
+    raise UserError(
+        f"Task.prediction returned a {type(first).__name__}: it must hold tensors, or dicts of "
+        "tensors, whose first dimension is the batch's (docs/tasks.md, the hooks)"
+    )

@@ -568,3 +568,25 @@ def test_predict_with_another_tasks_checkpoint_is_one_error_line(inputs, tmp_pat
     assert code == 2 and "Traceback" not in err, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert f"error: checkpoint {ner} " in last and "this run's checkpoints (ckpt=FILE)" in last
+
+
+def test_a_plugin_reading_a_missing_column_without_check_columns_is_one_error_line(
+    tmp_path, monkeypatch
+):
+    """No ``check_columns``: the task's own ``rows["review"]`` was a KeyError traceback."""
+    (tmp_path / "unchecked_plugin.py").write_text(
+        "from tasks.classification import Classification\n\n\n"
+        "class Unchecked(Classification):\n"
+        "    def check_columns(self, columns, split):\n"
+        "        return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = _data(tmp_path, GOOD)
+    code, err = run_main(
+        *FAST, "task=unchecked_plugin:Unchecked", "task.text_column=review",
+        f"data.path={data}", f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "the task reads a column 'review', which the train split does not have" in last, last
+    assert "(its columns: text, label)" in last, last

@@ -46,3 +46,26 @@ def test_gemm_flops_per_token_is_six_times_the_layer_weights():
     layers = Encoder(cfg).layers.named_parameters()
     weights = sum(p.numel() for _, p in layers if p.ndim == 2)  # biases and norms: not GEMMs
     assert gemm_flops_per_token(cfg) == 6 * weights == 509_607_936
+
+
+def test_predictions_that_are_dicts_of_tensors_are_joined_over_batches():
+    """A plug-in's ``preds`` may be a dict (a pairwise task's two scores): the default
+    ``prediction`` keeps it and ``decode`` gets it whole (it was an AttributeError)."""
+    from types import SimpleNamespace
+
+    from framework.module import TaskModule
+
+    batches = [
+        {"row": torch.tensor([0, 1]), "preds": {"a": torch.tensor([0.1, 0.2]),
+                                                 "b": {"c": torch.ones(2, 3)}}},
+        {"row": torch.tensor([2]), "preds": {"a": torch.tensor([0.3]),
+                                              "b": {"c": torch.zeros(1, 3)}}},
+    ]  # fmt: skip
+    seen = {}
+    task = SimpleNamespace(decode=lambda preds: seen.setdefault("preds", preds))
+    merged = TaskModule.decode_predictions(SimpleNamespace(task=task), batches)
+    assert merged["row"].tolist() == [0, 1, 2]
+    assert merged["preds"]["a"].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert merged["preds"]["b"]["c"].shape == (3, 3)
+    with pytest.raises(UserError, match="must hold tensors, or dicts of tensors"):
+        TaskModule.decode_predictions(SimpleNamespace(task=task), [{"row": "x"}])
