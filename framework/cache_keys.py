@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import sys
 from typing import Any
 
@@ -37,8 +38,21 @@ def encoding_inputs(task: Task, tokenizer: Any, max_length: int) -> dict[str, An
     vocabulary), the maximum length, the task's name and options (underscore attributes are
     derived, not part of the key; after ``setup``, what it learned), and its encoding code."""
     vocab = sorted(tokenizer.get_vocab().items())
+    # The whole fast tokenizer (normalizer, pre-tokenizer, post-processor...), not only its
+    # vocabulary: a tokenizer.json edited in place (lowercasing switched off) encodes otherwise.
+    # Its truncation and padding are the last call's settings, not the tokenizer's: left out.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    whole = repr(tokenizer.init_kwargs)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        whole = {k: v for k, v in spec.items() if k not in ("truncation", "padding")}
     return {
-        "tokenizer": [tokenizer.name_or_path, type(tokenizer).__name__, fingerprint(vocab)],
+        "tokenizer": [
+            tokenizer.name_or_path,
+            type(tokenizer).__name__,
+            fingerprint(vocab),
+            fingerprint(whole),
+        ],
         "max_length": max_length,
         "task": task.name,
         "task_options": {k: repr(v) for k, v in sorted(vars(task).items()) if k[0] != "_"},

@@ -10,6 +10,8 @@ readable by whoever may read its parent.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -58,3 +60,16 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
     """Whether ``path`` is ``folder`` or lies under it, once both are resolved (symbolic links
     and ``..`` followed)."""
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+def checksum(path: str | Path) -> str:
+    """A checksum of the bytes of ``path`` (BLAKE2b, 128 bits, hex): read in blocks, never
+    whole; about 1 GB/s."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def json_checksum(value: object) -> str:
+    """A checksum of ``value`` as canonical JSON (keys sorted)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

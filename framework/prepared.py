@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framework.errors import UserError
+from framework.fileio import checksum, json_checksum
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksums of the files and of the manifest
 MANIFEST = "manifest.json"
 PREPARE_HINT = "re-run `python -m framework.prepare` with the run's overrides"
 
@@ -88,6 +89,12 @@ def read_manifest(folder: Path, key: str, inputs: dict[str, Any]) -> dict[str, A
             f"{path} was prepared from other inputs ({', '.join(differ) or 'key'} differ: e.g. "
             f"another tokenizer or code version); delete {folder} or {PREPARE_HINT}"
         )
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    if manifest.get("checksum") != json_checksum(body):
+        raise DamagedPreparedData(
+            f"{path} was edited after it was written (its checksum differs: e.g. its label list); "
+            f"delete {folder} or {PREPARE_HINT}"
+        )
     for split in splits.values():
         for name, size in split["files"].items():
             outside = Path(name).name != name or name.startswith(".") or name == ""
@@ -98,8 +105,12 @@ def read_manifest(folder: Path, key: str, inputs: dict[str, Any]) -> dict[str, A
                 )
             file = folder / name
             actual = file.stat().st_size if file.is_file() else None
+            if actual == size and checksum(file) != split["checksums"].get(name):
+                actual = "other bytes"  # a file swapped for another of the same size
             if actual != size:
                 state = "missing" if actual is None else f"{actual} bytes, manifest says {size}"
+                if actual == "other bytes":
+                    state = "same size, other bytes than prepared"
                 raise DamagedPreparedData(
                     f"{file} is truncated or changed ({state}); delete {folder} or {PREPARE_HINT}"
                 )
@@ -146,6 +157,7 @@ class Staging:
             with open(file, "rb") as f:
                 os.fsync(f.fileno())
         path = self.tmp / MANIFEST
+        manifest = {**manifest, "checksum": json_checksum(manifest)}  # an edit shows
         with open(path, "w") as f:
             f.write(json.dumps(manifest, indent=1) + "\n")
             f.flush()
@@ -240,6 +252,7 @@ def encode_split(
     return {
         "rows": len(encoded), "source_rows": len(ds), "tokens": tokens,
         "seconds": round(seconds, 3), "files": {n: (folder / n).stat().st_size for n in files},
+        "checksums": {n: checksum(folder / n) for n in files},
     }  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from datasets import Dataset
 
 from framework.errors import UserError
+from framework.fileio import checksum
 from framework.readers import CHUNK_ROWS, to_dataset
 
 
@@ -224,14 +225,28 @@ class Sources:
         self.cache_dir = cache_dir
         self._folder: ReadFolder | None = None
         self._hub: dict[str, Dataset] | None = None
+        self._checksums: dict[tuple, str] = {}  # (path, size, mtime, ctime, inode) -> checksum
 
     def keys(self) -> dict[str, list]:
-        """split -> what identifies its source (a file: path, size, modification time; a hub
-        split: its ``datasets`` fingerprint), without reading a local file."""
+        """split -> what identifies its source: a file's path, size and a checksum of its bytes
+        (a file replaced by other content of the same size, its timestamp restored, is not the
+        same source); a hub split's ``datasets`` fingerprint. Each file's checksum is computed
+        once per process (its size, mtime and ctime unchanged: ctime cannot be set back)."""
         if self.path is None:
             self._hub = self._hub or self._read_hub()
             hub = self._hub.items()
             return {s: [self.hub_id, self.hub_config, ds._fingerprint] for s, ds in hub}
+        out = {}
+        for split, file in self._local_files().items():
+            st = file.stat()
+            seen = (str(file.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            if seen not in self._checksums:
+                self._checksums[seen] = checksum(file)
+            out[split] = [seen[0], st.st_size, self._checksums[seen]]
+        return out
+
+    def _local_files(self) -> dict[str, Path]:
+        """split -> its file in ``data.path``; a ``UserError`` for a missing folder or file."""
         if not Path(self.path).is_dir():
             raise UserError(f"data.path {self.path} is not a directory")
         out = {}
@@ -242,16 +257,16 @@ class Sources:
                     raise UserError(
                         f"data file {file} does not exist; check data.path and the file names"
                     )
-                st = file.stat()
-                out[split] = [str(file.resolve()), st.st_size, st.st_mtime_ns]
+                out[split] = file
         return out
 
     def read(self, splits: Iterable[str]) -> dict[str, Dataset]:
         """split -> its rows, memory-mapped, for each of ``splits`` this source has."""
-        have = self.keys()
         if self.path is None:
+            have = self.keys()
             return {s: self._hub[s] for s in splits if s in have}
-        return {s: self.read_split(Path(self.path) / self.files[s], s) for s in splits if s in have}
+        files = self._local_files()
+        return {s: self.read_split(files[s], s) for s in splits if s in files}
 
     def _read_hub(self) -> dict[str, Dataset]:
         from framework.readers import read_hub_split

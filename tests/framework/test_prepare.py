@@ -7,6 +7,7 @@ import contextlib
 import errno
 import io
 import json
+import os
 import re
 import sys
 import threading
@@ -17,6 +18,7 @@ import pytest
 
 from framework.data import DataModule
 from framework.errors import UserError
+from framework.fileio import json_checksum
 from framework.prepared import locked, prepared_dir
 from tasks.classification import Classification
 
@@ -40,6 +42,13 @@ def _folder(dm: DataModule):
     return prepared_dir(dm.cache_dir, dm.prepare_inputs()[0])
 
 
+def _rewrite(path: Path, manifest: dict) -> None:
+    """Write an edited manifest with a checksum that matches it (as if prepared so): the
+    checks after the manifest's own checksum are reached."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    path.write_text(json.dumps({**body, "checksum": json_checksum(body)}))
+
+
 def _no_reading(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("a data file was read although the data is prepared")
@@ -61,6 +70,53 @@ def test_a_prepared_split_is_mapped_without_reading_the_data(data, tokenizer, mo
     assert again.splits["train"].to_list() == first.splits["train"].to_list()
     assert again.splits["train"].cache_files[0]["filename"].startswith(str(_folder(first)))
     assert again.task.labels == ["neg", "pos"]
+
+
+def test_a_source_replaced_with_its_size_and_timestamp_kept_is_prepared_again(data, tokenizer):
+    first = _dm(data, tokenizer)
+    first.setup_data()
+    before = _folder(first)
+    train = data / "train.csv"
+    st = train.stat()
+    text = train.read_text()
+    swapped = text.replace(",pos", ",tmp").replace(",neg", ",pos").replace(",tmp", ",neg")
+    assert len(swapped) == st.st_size and swapped != text  # same size, labels swapped
+    train.write_text(swapped)
+    os.utime(train, ns=(st.st_atime_ns, st.st_mtime_ns))  # the timestamp restored
+    again = _dm(data, tokenizer)
+    again.setup_data()
+    assert _folder(again) != before  # not "already prepared"
+    labels = [r["labels"] for r in again.splits["train"].to_list()]
+    assert labels == [1 - r["labels"] for r in first.splits["train"].to_list()]
+
+
+def test_a_tokenizer_edited_in_place_prepares_again(data, tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    first = _dm(data, AutoTokenizer.from_pretrained(tmp_path / "tok"))
+    first.setup_data()
+    config = tmp_path / "tok" / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "do_lower_case": False}))
+    edited = AutoTokenizer.from_pretrained(tmp_path / "tok")  # same vocabulary, other ids
+    assert edited("Word")["input_ids"] != first.tokenizer("Word")["input_ids"]
+    again = _dm(data, edited)
+    assert _folder(again) != _folder(first)
+
+
+def test_a_swapped_arrow_file_or_an_edited_manifest_is_refused(data, tokenizer):
+    dm = _dm(data, tokenizer)
+    dm.setup_data()
+    folder = _folder(dm)
+    arrow, manifest = folder / "train.arrow", folder / "manifest.json"
+    original, text = arrow.read_bytes(), manifest.read_text()
+    arrow.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit, the same size
+    with pytest.raises(UserError, match=r"train\.arrow is truncated or changed \(same size"):
+        _dm(data, tokenizer).setup_data()
+    arrow.write_bytes(original)
+    manifest.write_text(text.replace('"neg"', '"pos2"'))  # the label list edited by hand
+    with pytest.raises(UserError, match=r"manifest\.json was edited after it was written"):
+        _dm(data, tokenizer).setup_data()
 
 
 def test_a_truncated_arrow_file_is_refused_and_prepare_rebuilds_it(data, tokenizer):
@@ -98,7 +154,7 @@ def test_a_manifest_from_another_tokenizer_or_code_version_is_refused(data, toke
     manifest = json.loads(path.read_text())
     manifest["inputs"]["code"] = "an older version"
     manifest["inputs"]["tokenizer"][0] = "roberta-base"
-    path.write_text(json.dumps(manifest))
+    _rewrite(path, manifest)
     with pytest.raises(UserError, match=r"other inputs \(code, tokenizer differ"):
         _dm(data, tokenizer).setup_data()
 
@@ -117,7 +173,7 @@ def test_a_manifest_naming_a_file_outside_its_folder_is_refused(data, tokenizer,
             (folder / name).symlink_to(planted)
         manifest = json.loads(json.dumps(original))
         manifest["splits"]["train"]["files"] = {name: size}
-        path.write_text(json.dumps(manifest))
+        _rewrite(path, manifest)
         refused = rf"names the file '{re.escape(name)}', which is not in"
         with pytest.raises(UserError, match=refused):
             _dm(data, tokenizer).setup_data()
