@@ -70,6 +70,9 @@ def main() -> None:
     except UserError as e:
         print_error(e)
         sys.exit(2)
+    except KeyboardInterrupt:  # the temporary folder is gone (Staging): nothing half-written
+        print_error("interrupted (Ctrl-C): nothing was kept; run the same command again")
+        sys.exit(130)  # 128 + SIGINT, as a shell reports it
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 import uuid
@@ -145,11 +146,23 @@ class Staging:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        host = socket.gethostname()
+        self.tmp = folder.parent / f".{folder.name}.tmp-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def __enter__(self) -> Staging:
+        self.remove_stale()
         self.tmp.mkdir(parents=True)
         return self
+
+    def remove_stale(self) -> None:
+        """Remove the temporary folders of this key left by a killed preparation (SIGKILL, a
+        lost node): those made on this host by a process that no longer runs. Another host's
+        are left alone (its process cannot be asked)."""
+        host = socket.gethostname()
+        for old in self.folder.parent.glob(f".{self.folder.name}.tmp-{host}-*"):
+            pid = old.name.removeprefix(f".{self.folder.name}.tmp-{host}-").partition("-")[0]
+            if pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
 
     def commit(self, manifest: dict[str, Any]) -> None:
         """Write the manifest (flushed to disk) last, then rename the folder into place."""
@@ -184,6 +197,16 @@ class Staging:
                 "free space or set data.cache_dir to a larger disk, then run again"
             ) from error
         return False
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process (ours or not)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

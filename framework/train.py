@@ -160,6 +160,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except FloatingPointError as e:  # a diverged run: one line, not a traceback
         print_error(e)
         sys.exit(3)
+    except KeyboardInterrupt:  # before training (preparing data) or after: one line
+        print_error(
+            "interrupted (Ctrl-C); nothing half-written was kept: run the same command again "
+            "(with resume=auto to continue a run that had started training)"
+        )
+        sys.exit(130)  # 128 + SIGINT, as a shell reports it
     except SystemExit as e:  # Lightning's SIGTERMException (exit status 0) is not a success
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 

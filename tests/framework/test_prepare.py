@@ -262,3 +262,34 @@ def test_prepare_command_prepares_once_then_train_maps(data, tokenizer, monkeypa
     assert code == 2 and err.startswith("error: data.num_proc must be >= 1")
     code, err = _prepare_main(data, "experiment=pretrain_wikitext2")
     assert code == 2 and "model.train_tokenizer trains a run's vocabulary" in err
+
+
+def test_ctrl_c_while_preparing_is_one_line_and_leaves_nothing(data, monkeypatch):
+    from datasets import Dataset
+
+    def interrupted(self, *args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Dataset, "map", interrupted)
+    code, out = _prepare_main(data)
+    assert code == 130 and "Traceback" not in out, out[-3000:]
+    assert "error: interrupted (Ctrl-C): nothing was kept" in out
+    prepared = data / "cache" / "prepared"
+    assert [p.name for p in prepared.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_killed_preparations_temporary_folder_is_removed_by_the_next(data, tokenizer):
+    import socket
+
+    dm = _dm(data, tokenizer)
+    folder = _folder(dm)
+    host = socket.gethostname()
+    dead = folder.parent / f".{folder.name}.tmp-{host}-{2**22 + 12345}-0badc0de"  # no such pid
+    alive = folder.parent / f".{folder.name}.tmp-{host}-{os.getpid()}-0badc0de"  # a live one
+    other = folder.parent / f".{folder.name}.tmp-elsewhere-{2**22 + 12345}-0badc0de"
+    for tmp in (dead, alive, other):
+        (tmp / "train.arrow").parent.mkdir(parents=True)
+        (tmp / "train.arrow").write_bytes(b"half written by a killed prepare")
+    dm.setup_data()
+    assert not dead.exists() and alive.exists() and other.exists()
+    assert (folder / "manifest.json").is_file()
